@@ -1,0 +1,1 @@
+"""One folder per mechanism: `spec.py` (declaration), `reference.py` (plain PyTorch), fast paths beside them."""

@@ -1,0 +1,277 @@
+"""The mechanism registry: every mechanism declared in one place, its implementations loaded lazily by name.
+
+A mechanism lives in `attnbench/mechanisms/<name>/spec.py`, which builds a `Mechanism` (or several that share
+code, as `mha`/`gqa`/`mqa` do) and lists it in `MECHANISMS`. Each spec names its implementations as
+`"module:function"` strings, so importing the registry imports torch and the references but never triton.
+
+Every implementation has one signature: `fn(problem, tensors, **options) -> Tensor`, where `tensors` are the
+core inputs and learned core parameters (see each mechanism's `make_tensors`), and the result is the core
+output `[B, T, H, d]` (or the mechanism's own documented core layout). The layer level wraps any core
+implementation in the mechanism's projections (`Mechanism.apply`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from attnbench.problem import DTYPES, Level, Mode, Problem
+
+if TYPE_CHECKING:
+    import torch
+
+    Tensors = dict[str, torch.Tensor]
+
+ALL_MODES = frozenset(Mode)
+MECHANISM_MODULES = (
+    "attnbench.mechanisms.softmax.spec",
+    # "attnbench.mechanisms.tssa.spec",
+    # "attnbench.mechanisms.aft.spec",
+    # "attnbench.mechanisms.tpa.spec",
+    # "attnbench.mechanisms.xca.spec",
+)
+
+# Relative L2 error allowed against the float64 reference, per dtype. bf16 keeps 8 bits of mantissa
+# (unit roundoff 2^-9 ≈ 2e-3): inputs rounded to bf16 and an fp32-accumulated kernel land near 5e-3 on
+# outputs, a few times that on gradients that pass through a softmax or a norm, so 3e-2 leaves headroom
+# without hiding a wrong result (those are O(1)). fp16 has 11 bits (≈5e-4 roundoff), so 8x tighter. fp32
+# loses a few digits through long reductions over T; tf32 matmuls keep 10 bits.
+DEFAULT_TOLERANCES: Mapping[str, float] = MappingProxyType(
+    {"fp64": 1e-9, "fp32": 1e-4, "tf32": 5e-3, "bf16": 3e-2, "fp16": 4e-3}
+)
+
+
+class Unsupported(ValueError):
+    """A combination the mechanism or implementation does not define (recorded as status `unsupported`)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One of a mechanism's own parameters. `choices` limits the values; `minimum` bounds an integer."""
+
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+    minimum: int | None = None
+
+    def check(self, mechanism: str, name: str, value: Any) -> Any:
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"{mechanism}: {name} must be one of {list(self.choices)}, got {value!r}")
+            return value
+        if self.default is None or isinstance(self.default, int):
+            if value is None and self.default is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{mechanism}: {name} must be an integer, got {value!r}")
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{mechanism}: {name} must be >= {self.minimum}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Impl:
+    """An implementation of a mechanism's core.
+
+    `target` is `"module:function"`, imported on first use. `needs` lists what it requires: `"cuda"` (a CUDA
+    device) and/or `"triton"` (the triton package; on a CPU only under TRITON_INTERPRET=1). `options` are
+    passed to the function as keyword arguments (the SDPA backend, say).
+    """
+
+    name: str
+    target: str
+    description: str
+    needs: tuple[str, ...] = ()
+    modes: frozenset[Mode] = ALL_MODES
+    causal: tuple[bool, ...] = (False, True)
+    dtypes: frozenset[str] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., torch.Tensor]:
+        fn = _load_target(self.target)
+        if not self.options:
+            return fn
+        options = dict(self.options)
+        return lambda problem, tensors: fn(problem, tensors, **options)
+
+    def unavailable_reason(self, device: str) -> str | None:
+        """Why this implementation cannot run on `device` ("cpu" or "cuda"), or None when it can."""
+        if "cuda" in self.needs and device != "cuda":
+            return f"{self.name} needs a CUDA device"
+        if "triton" in self.needs:
+            if importlib.util.find_spec("triton") is None:
+                return f"{self.name} needs the triton package"
+            if device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                return f"{self.name} is a Triton kernel: it runs on a GPU, or on the CPU under TRITON_INTERPRET=1"
+        return None
+
+    def unsupported_reason(self, problem: Problem, mode: Mode, dtype: str) -> str | None:
+        """Why this implementation does not define this case, or None when it does."""
+        if mode not in self.modes:
+            return f"{self.name} does not support mode {mode.value}"
+        if problem.causal not in self.causal:
+            return f"{self.name} has no {'causal' if problem.causal else 'non-causal'} form"
+        if self.dtypes is not None and dtype not in self.dtypes:
+            return f"{self.name} supports dtypes {sorted(self.dtypes)}, not {dtype}"
+        return None
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """Forward FLOPs (one multiply-add = 2): `matmul` is what torch's FlopCounterMode counts (mm/bmm/SDPA),
+    `other` the element-wise work the model counts on top (0 for softmax attention, by the FlashAttention
+    convention)."""
+
+    matmul: int
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.matmul + self.other
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """Everything attnbench knows about one mechanism.
+
+    - `make_tensors(problem, dtype, device, generator) -> dict`: fresh random inputs and learned parameters
+      for the problem's level (core: projected inputs + core parameters; layer: `x` + every weight).
+    - `reference(problem, core_tensors) -> Tensor`: the core, written to mirror the equations.
+    - `project(problem, tensors) -> core_tensors` and `output(problem, tensors, core_out) -> y`: the layer's
+      input and output projections; the layer output is `output(project(...), core(...))`.
+    - `check(problem)`: raises ValueError naming the argument for impossible combinations.
+    - `flops(problem) -> FlopCount` (forward, at the problem's level: the layer adds its projections) and
+      `min_bytes(problem, mode, itemsize) -> int` (the fewest bytes a fused implementation moves).
+    - `complexity`: "linear" or "quadratic" in T, what a plot's fitted exponent is compared with.
+    - `variant_param`: the parameter that names the variant in result rows (AFT's `variant`), if any.
+    - `derived(problem)`: shape-derived values that result rows record (softmax attention's `G`).
+    - `test_problems`: keyword sets for `problem()` at small awkward shapes (odd T, widths that are not powers
+      of two, B = 1, T = 1) on which the generic tests check every implementation against the reference.
+    """
+
+    name: str
+    title: str
+    paper: str
+    complexity: str
+    make_tensors: Callable[..., Tensors]
+    reference: Callable[[Problem, Tensors], torch.Tensor]
+    project: Callable[[Problem, Tensors], Tensors]
+    output: Callable[[Problem, Tensors, torch.Tensor], torch.Tensor]
+    flops: Callable[[Problem], FlopCount]
+    min_bytes: Callable[[Problem, Mode, int], int]
+    impls: tuple[Impl, ...]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    causal: tuple[bool, ...] = (False, True)
+    check: Callable[[Problem], None] = lambda problem: None
+    tolerances: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TOLERANCES)
+    bwd_flops_factor: float = 2.0
+    variant_param: str | None = None
+    derived: Callable[[Problem], Mapping[str, Any]] = lambda problem: {}
+    test_problems: tuple[Mapping[str, Any], ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        names = [impl.name for impl in self.impls]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: implementation names repeat: {names}")
+
+    @property
+    def impl_names(self) -> tuple[str, ...]:
+        return tuple(impl.name for impl in self.impls)
+
+    def impl(self, name: str) -> Impl:
+        for impl in self.impls:
+            if impl.name == name:
+                return impl
+        raise ValueError(f"{self.name}: implementation must be one of {list(self.impl_names)}, got {name!r}")
+
+    def problem(
+        self,
+        *,
+        B: int,
+        T: int,
+        H: int,
+        d: int,
+        causal: bool = False,
+        level: Level | str = Level.CORE,
+        **params: Any,
+    ) -> Problem:
+        """A checked `Problem` with this mechanism's defaults filled in; ValueError names any bad argument."""
+        for axis, value in (("B", B), ("T", T), ("H", H), ("d", d)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{self.name}: {axis} must be a positive integer, got {value!r}")
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown parameter {unknown[0]!r}; parameters are {sorted(self.params)}")
+        if causal not in self.causal:
+            raise Unsupported(f"{self.name} has no {'causal' if causal else 'non-causal'} form")
+        resolved = {
+            name: spec.check(self.name, name, params.get(name, spec.default)) for name, spec in self.params.items()
+        }
+        problem = Problem(self.name, B=B, T=T, H=H, d=d, causal=causal, level=Level(level), params=resolved)
+        self.check(problem)
+        return problem
+
+    def variant(self, problem: Problem) -> str:
+        return str(problem.params[self.variant_param]) if self.variant_param else ""
+
+    def tolerance(self, dtype: str) -> float:
+        return self.tolerances.get(dtype, DEFAULT_TOLERANCES[dtype])
+
+    def apply(self, core: Callable[[Problem, Tensors], torch.Tensor], problem: Problem, tensors: Tensors):
+        """Run `core` at the problem's level: directly, or wrapped in the layer's projections."""
+        if problem.level is Level.CORE:
+            return core(problem, tensors)
+        return self.output(problem, tensors, core(problem, self.project(problem, tensors)))
+
+    def run_reference(self, problem: Problem, tensors: Tensors) -> torch.Tensor:
+        return self.apply(self.reference, problem, tensors)
+
+    def flops_for(self, problem: Problem, mode: Mode) -> int:
+        """FLOPs of one call in `mode`: the backward is `bwd_flops_factor` times the forward."""
+        fwd = self.flops(problem).total
+        bwd = self.bwd_flops_factor * fwd
+        return int({Mode.FWD: fwd, Mode.BWD: bwd, Mode.FWD_BWD: fwd + bwd}[mode])
+
+
+def _load_target(target: str):
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+@cache
+def mechanisms() -> Mapping[str, Mechanism]:
+    """Every registered mechanism by name, in registration order."""
+    found: dict[str, Mechanism] = {}
+    for module_name in MECHANISM_MODULES:
+        for mechanism in importlib.import_module(module_name).MECHANISMS:
+            if mechanism.name in found:
+                raise ValueError(f"mechanism {mechanism.name!r} is registered twice")
+            found[mechanism.name] = mechanism
+    return MappingProxyType(found)
+
+
+def get(name: str) -> Mechanism:
+    """The mechanism called `name`; ValueError lists the registered names otherwise."""
+    registered = mechanisms()
+    if name not in registered:
+        raise ValueError(f"mechanism must be one of {list(registered)}, got {name!r}")
+    return registered[name]
+
+
+def all_impls() -> Iterable[tuple[Mechanism, Impl]]:
+    for mechanism in mechanisms().values():
+        for impl in mechanism.impls:
+            yield mechanism, impl
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return dtype
