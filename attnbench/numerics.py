@@ -75,7 +75,7 @@ def run(
     results = {"out": out.detach()}
     if grad_out is not None:
         grads = torch.autograd.grad(out, list(tensors.values()), grad_out.to(out.dtype), allow_unused=True)
-        for name, grad in zip(tensors, grads):
+        for name, grad in zip(tensors, grads, strict=True):
             results[f"d{name}"] = torch.zeros_like(tensors[name]) if grad is None else grad
     return results
 
