@@ -1,0 +1,127 @@
+"""One benchmark case, as the suite expands it and the runner measures it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from attnbench.problem import Mode, Problem
+from attnbench.results import SCHEMA_VERSION, case_id
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How a case is timed (recorded in every run's meta.json).
+
+    Warm-up and repetition are time-based, as `triton.testing.do_bench`: the call is repeated for about
+    `warmup_ms` untimed, then for about `rep_ms` timed, within `[min_reps, max_reps]` timed samples. On CUDA the
+    L2 cache is flushed before every timed sample when `flush_l2` is set.
+    """
+
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    min_reps: int = 5
+    max_reps: int = 1000
+    flush_l2: bool = True
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-case limits: a wall-clock budget (a case past it is killed and recorded as `timeout`), and the
+    largest float64 reference the numerics check will run (elements of the largest tensor it would hold);
+    above it the check is done at the largest T that fits, and the row says so."""
+
+    case_timeout_s: float = 300.0
+    check_numerics: bool = True
+    reference_max_elements: int = 1 << 28
+
+
+@dataclass(frozen=True)
+class Case:
+    """A mechanism problem, an implementation, a mode and a dtype: one row of results."""
+
+    problem: Problem
+    impl: str
+    mode: Mode
+    dtype: str
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    limits: Limits = field(default_factory=Limits)
+    seed: int = 0
+    unsupported: str | None = None  # why the mechanism or impl does not define this case (recorded, not run)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that identify this case in results (see results.KEY_FIELDS)."""
+        from attnbench import registry
+
+        p = self.problem
+        mechanism = registry.get(p.mechanism)
+        fields = {
+            "mechanism": p.mechanism,
+            "variant": mechanism.variant(p),
+            "impl": self.impl,
+            "mode": Mode(self.mode).value,
+            "level": p.level.value,
+            "dtype": self.dtype,
+            "causal": p.causal,
+            "B": p.B,
+            "T": p.T,
+            "H": p.H,
+            "G": None,
+            "D": p.D,
+            "d": p.d,
+            "params": dict(sorted(p.params.items())),
+        }
+        fields.update(mechanism.derived(p))
+        return fields
+
+    @property
+    def case_id(self) -> str:
+        return case_id(self.key_fields())
+
+    def row_base(self) -> dict[str, Any]:
+        fields = self.key_fields()
+        return {"schema_version": SCHEMA_VERSION, "case_id": case_id(fields), **fields, **fields["params"]}
+
+    def describe(self) -> str:
+        return f"{self.problem.describe()} {self.impl} {Mode(self.mode).value} {self.dtype}"
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.problem
+        return {
+            "mechanism": p.mechanism,
+            "B": p.B,
+            "T": p.T,
+            "H": p.H,
+            "d": p.d,
+            "causal": p.causal,
+            "level": p.level.value,
+            "params": dict(p.params),
+            "impl": self.impl,
+            "mode": Mode(self.mode).value,
+            "dtype": self.dtype,
+            "timing": asdict(self.timing),
+            "limits": asdict(self.limits),
+            "seed": self.seed,
+            "unsupported": self.unsupported,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        """Rebuild a case (in a worker process) from `to_dict`; the problem is re-checked by its mechanism."""
+        from attnbench import registry
+
+        mechanism = registry.get(data["mechanism"])
+        problem = mechanism.problem(
+            B=data["B"], T=data["T"], H=data["H"], d=data["d"], causal=data["causal"], level=data["level"],
+            **data["params"],
+        )
+        return cls(
+            problem=problem,
+            impl=data["impl"],
+            mode=Mode(data["mode"]),
+            dtype=data["dtype"],
+            timing=TimingSettings(**data["timing"]),
+            limits=Limits(**data["limits"]),
+            seed=data["seed"],
+            unsupported=data.get("unsupported"),
+        )
