@@ -112,7 +112,12 @@ class Case:
 
         mechanism = registry.get(data["mechanism"])
         problem = mechanism.problem(
-            B=data["B"], T=data["T"], H=data["H"], d=data["d"], causal=data["causal"], level=data["level"],
+            B=data["B"],
+            T=data["T"],
+            H=data["H"],
+            d=data["d"],
+            causal=data["causal"],
+            level=data["level"],
             **data["params"],
         )
         return cls(

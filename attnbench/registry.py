@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 ALL_MODES = frozenset(Mode)
 MECHANISM_MODULES = (
     "attnbench.mechanisms.softmax.spec",
-    # "attnbench.mechanisms.tssa.spec",
+    "attnbench.mechanisms.tssa.spec",
     # "attnbench.mechanisms.aft.spec",
-    # "attnbench.mechanisms.tpa.spec",
+    "attnbench.mechanisms.tpa.spec",
     # "attnbench.mechanisms.xca.spec",
 )
 
@@ -103,12 +103,12 @@ class Impl:
     def unavailable_reason(self, device: str) -> str | None:
         """Why this implementation cannot run on `device` ("cpu" or "cuda"), or None when it can."""
         if "cuda" in self.needs and device != "cuda":
-            return f"{self.name} needs a CUDA device"
+            return "needs a CUDA device"
         if "triton" in self.needs:
             if importlib.util.find_spec("triton") is None:
-                return f"{self.name} needs the triton package"
+                return "needs the triton package"
             if device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-                return f"{self.name} is a Triton kernel: it runs on a GPU, or on the CPU under TRITON_INTERPRET=1"
+                return "a Triton kernel: runs on a GPU, or on the CPU under TRITON_INTERPRET=1"
         return None
 
     def unsupported_reason(self, problem: Problem, mode: Mode, dtype: str) -> str | None:

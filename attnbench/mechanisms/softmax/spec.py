@@ -83,18 +83,14 @@ IMPLS = (
     Impl("reference", "attnbench.mechanisms.softmax.reference:core", "plain PyTorch, query-blocked"),
     Impl("sdpa", SDPA, "scaled_dot_product_attention, PyTorch's choice of backend"),
     Impl("sdpa_flash", SDPA, "SDPA, FlashAttention backend", needs=("cuda",), options={"backend": "flash"}),
-    Impl(
-        "sdpa_efficient", SDPA, "SDPA, memory-efficient backend", needs=("cuda",), options={"backend": "efficient"}
-    ),
+    Impl("sdpa_efficient", SDPA, "SDPA, memory-efficient backend", needs=("cuda",), options={"backend": "efficient"}),
     Impl("sdpa_cudnn", SDPA, "SDPA, cuDNN backend", needs=("cuda",), options={"backend": "cudnn"}),
     Impl("sdpa_math", SDPA, "SDPA, math backend", options={"backend": "math"}),
     COMPILE_IMPL,
 )
 
 
-def _mechanism(
-    name: str, title: str, paper: str, params: dict[str, Param], extra: dict | None = None
-) -> Mechanism:
+def _mechanism(name: str, title: str, paper: str, params: dict[str, Param], extra: dict | None = None) -> Mechanism:
     extra = extra or {}
     shapes = (
         dict(B=2, T=37, H=6, d=10, causal=False),

@@ -1,0 +1,1 @@
+"""One click command per module; `attnbench.cli` registers them. Heavy imports stay inside the commands."""

@@ -1,0 +1,50 @@
+"""The worker process that measures cases, one JSON request and one JSON reply per line.
+
+Cases run in a separate process so that a crash, a hang or a poisoned CUDA context ends only that process: the
+runner records the case's status and starts a fresh worker. The protocol uses the process's original stdout; the
+worker's own stdout is pointed at stderr first, so prints from any library cannot corrupt it.
+
+Requests: `{"op": "ceilings"}` -> the device's measured ceilings; `{"op": "case", "case": Case.to_dict(),
+"ceilings": {...}}` -> `{"row": {...}, "fatal": bool}`; `{"op": "exit"}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attnbench.worker")
+    parser.add_argument("--device", choices=["cpu", "cuda"], required=True)
+    args = parser.parse_args(argv)
+
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    from attnbench import environment
+    from attnbench.case import Case
+    from attnbench.measure import measure_case
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "exit":
+            break
+        if op == "ceilings":
+            reply = environment.measure_ceilings(args.device)
+        elif op == "case":
+            row, fatal = measure_case(Case.from_dict(request["case"]), args.device, request.get("ceilings"))
+            reply = {"row": row, "fatal": fatal}
+        else:
+            reply = {"error": f"unknown op {op!r}"}
+        protocol.write(json.dumps(reply, default=str) + "\n")
+        if reply.get("fatal"):
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
