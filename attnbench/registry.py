@@ -29,12 +29,15 @@ if TYPE_CHECKING:
     Tensors = dict[str, torch.Tensor]
 
 ALL_MODES = frozenset(Mode)
+# Extra mechanism modules, comma-separated, loaded after the built-in ones: out-of-tree mechanisms (and the
+# test suite's fault-injection mechanism) register this way, and worker processes inherit it.
+PLUGIN_ENV = "ATTNBENCH_MECHANISMS"
 MECHANISM_MODULES = (
     "attnbench.mechanisms.softmax.spec",
     "attnbench.mechanisms.tssa.spec",
     # "attnbench.mechanisms.aft.spec",
     "attnbench.mechanisms.tpa.spec",
-    # "attnbench.mechanisms.xca.spec",
+    "attnbench.mechanisms.xca.spec",
 )
 
 # Relative L2 error allowed against the float64 reference, per dtype. bf16 keeps 8 bits of mantissa
@@ -249,7 +252,8 @@ def _load_target(target: str):
 def mechanisms() -> Mapping[str, Mechanism]:
     """Every registered mechanism by name, in registration order."""
     found: dict[str, Mechanism] = {}
-    for module_name in MECHANISM_MODULES:
+    plugins = tuple(name.strip() for name in os.environ.get(PLUGIN_ENV, "").split(",") if name.strip())
+    for module_name in MECHANISM_MODULES + plugins:
         for mechanism in importlib.import_module(module_name).MECHANISMS:
             if mechanism.name in found:
                 raise ValueError(f"mechanism {mechanism.name!r} is registered twice")

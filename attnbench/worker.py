@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], required=True)
     args = parser.parse_args(argv)
 
+    _die_with_parent()
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
@@ -44,6 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         if reply.get("fatal"):
             break
     return 0
+
+
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this worker when the runner dies (even by SIGKILL), so that a hung case
+    never outlives its run. Elsewhere the worker still exits when its stdin closes after the current case."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":
