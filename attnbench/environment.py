@@ -96,15 +96,15 @@ def tf32_flags() -> dict[str, bool]:
 def measure_ceilings(device: str) -> dict[str, Any]:
     """The device's copy bandwidth (bytes read + written) and matmul rate, measured here and now.
 
-    CUDA: a 1 GiB device-to-device copy and a bf16 8192³ matmul, timed with events. CPU: a 256 MiB copy and an
+    CUDA: a 1 GiB device-to-device copy and a bf16 8192³ matmul, timed with events. CPU: a 128 MiB copy and an
     fp32 1024³ matmul on torch's threads. Each is the median of several repetitions after a warm-up.
     """
     import torch
 
     cuda = device == "cuda"
-    copy_bytes = (1 << 30) if cuda else (256 << 20)
+    copy_bytes = (1 << 30) if cuda else (128 << 20)
     n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
-    src = torch.empty(copy_bytes, dtype=torch.uint8, device=device).random_()
+    src = torch.full((copy_bytes,), 7, dtype=torch.uint8, device=device)  # written, so its pages are real
     dst = torch.empty_like(src)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

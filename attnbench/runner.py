@@ -83,6 +83,7 @@ class Worker:
         self.selector.register(self.process.stdout, selectors.EVENT_READ)
         self.buffer = b""
         self.log_path = log_path
+        self._read_reply(WORKER_START_TIMEOUT_S, "the worker did not start")
 
     def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         try:
@@ -90,12 +91,15 @@ class Worker:
             self.process.stdin.flush()
         except BrokenPipeError:
             raise WorkerLost("crash", self._death_reason()) from None
+        return self._read_reply(timeout_s, f"no result within the case budget of {timeout_s:g} s")
+
+    def _read_reply(self, timeout_s: float, timeout_reason: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self.buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
-                raise WorkerLost("timeout", f"no result within the case budget of {timeout_s:g} s")
+                raise WorkerLost("timeout", timeout_reason)
             if not self.selector.select(timeout=min(remaining, 1.0)):
                 continue
             chunk = os.read(self.process.stdout.fileno(), 1 << 20)
@@ -132,6 +136,26 @@ class Worker:
         self.kill()
         self.selector.close()
         self.log.close()
+
+
+class WorkerSlot:
+    """The current worker, started on first use and replaced after a failure."""
+
+    def __init__(self, device: str, log_path: Path, env: dict[str, str] | None):
+        self.device, self.log_path, self.env = device, log_path, env
+        self.worker: Worker | None = None
+
+    def get(self) -> Worker:
+        if self.worker is None:
+            self.worker = Worker(self.device, self.log_path, self.env)
+        return self.worker
+
+    def discard(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+    close = discard
 
 
 def new_run_dir(out_dir: Path, suite: Suite) -> Path:
@@ -204,19 +228,19 @@ def run_suite(
     todo = [case for case in suite.cases if case.case_id not in done]
     log_path = run_dir / "worker.log"
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
-    worker: Worker | None = None
+    workers = WorkerSlot(suite.device, log_path, worker_env)
     try:
-        worker = Worker(suite.device, log_path, worker_env)
         if meta is None:
-            ceilings = worker.request({"op": "ceilings"}, WORKER_START_TIMEOUT_S)
+            try:
+                ceilings = workers.get().request({"op": "ceilings"}, WORKER_START_TIMEOUT_S)
+            except WorkerLost as lost:
+                raise RunError(f"{run_dir}: could not measure the device's ceilings: {lost.reason}") from None
             meta = run_meta(suite, ceilings)
             results.write_json(run_dir / results.META_FILE, meta)
         for index, case in enumerate(todo):
             if on_case:
                 on_case(index, len(todo), case, None)
-            if worker is None:
-                worker = Worker(suite.device, log_path, worker_env)
-            row, worker = _run_one(worker, case, meta["ceilings"], suite.device)
+            row = _run_one(workers, case, meta["ceilings"], suite.device)
             results.append_row(run_dir, row)
             summary.rows.append(row)
             if on_case:
@@ -225,8 +249,7 @@ def run_suite(
         summary.interrupted = True
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        if worker is not None:
-            worker.close()
+        workers.close()
         if meta is None:
             meta = {"schema_version": results.SCHEMA_VERSION, "suite": {"name": suite.name}, "status": "failed"}
         meta.update(status="interrupted" if summary.interrupted else "complete", finished_at=_now())
@@ -234,25 +257,26 @@ def run_suite(
     return summary
 
 
-def _run_one(worker: Worker, case: Case, ceilings: dict[str, Any], device: str) -> tuple[dict[str, Any], Worker | None]:
-    """The case's row, and the worker to use next (None when this one had to go)."""
+def _run_one(workers: WorkerSlot, case: Case, ceilings: dict[str, Any], device: str) -> dict[str, Any]:
+    """The case's row; the worker is replaced when it timed out, died or poisoned its CUDA context."""
     if case.unsupported:
-        return {**empty_row(case), "status": "unsupported", "reason": case.unsupported, "wall_s": 0.0}, worker
+        return {**empty_row(case), "status": "unsupported", "reason": case.unsupported, "wall_s": 0.0}
     reason = _impl(case).unavailable_reason(device)
     if reason:
-        return {**empty_row(case), "status": "unsupported", "reason": reason, "wall_s": 0.0}, worker
+        return {**empty_row(case), "status": "unsupported", "reason": reason, "wall_s": 0.0}
     begin = time.perf_counter()
     try:
-        reply = worker.request({"op": "case", "case": case.to_dict(), "ceilings": ceilings}, case.limits.case_timeout_s)
+        reply = workers.get().request(
+            {"op": "case", "case": case.to_dict(), "ceilings": ceilings}, case.limits.case_timeout_s
+        )
     except WorkerLost as lost:
-        worker.close()
+        workers.discard()
         row = {**empty_row(case), "status": lost.status, "reason": lost.reason}
         row["wall_s"] = round(time.perf_counter() - begin, 3)
-        return row, None
+        return row
     if reply.get("fatal"):
-        worker.close()
-        return reply["row"], None
-    return reply["row"], worker
+        workers.discard()
+    return reply["row"]
 
 
 def _impl(case: Case):

@@ -4,6 +4,7 @@ Cases run in a separate process so that a crash, a hang or a poisoned CUDA conte
 runner records the case's status and starts a fresh worker. The protocol uses the process's original stdout; the
 worker's own stdout is pointed at stderr first, so prints from any library cannot corrupt it.
 
+The worker announces `{"ready": true}` once its imports are done, so no case's budget pays for them.
 Requests: `{"op": "ceilings"}` -> the device's measured ceilings; `{"op": "case", "case": Case.to_dict(),
 "ceilings": {...}}` -> `{"row": {...}, "fatal": bool}`; `{"op": "exit"}`.
 """
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from attnbench.case import Case
     from attnbench.measure import measure_case
 
+    protocol.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         op = request["op"]
@@ -52,13 +54,12 @@ def _die_with_parent() -> None:
     never outlives its run. Elsewhere the worker still exits when its stdin closes after the current case."""
     if not sys.platform.startswith("linux"):
         return
+    import contextlib
     import ctypes
     import signal
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def faulty(monkeypatch):
     registry.mechanisms.cache_clear()
 
 
-def write_suite(path: Path, impls, T=(8,), timeout_s=6.0) -> Path:
+def write_suite(path: Path, impls, T=(8,), timeout_s=3.0) -> Path:
     suite = {
         "name": "faults",
         "mechanisms": [{"name": "faulty"}],
