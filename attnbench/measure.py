@@ -142,11 +142,12 @@ def _check_numerics(case: Case, mechanism, core, device: str, row: dict[str, Any
         numerics_T=problem.T,
         tolerance=result.tolerance,
     )
+    notes = [result.explain()] if result.explain() else []
+    if problem.T != case.problem.T:
+        notes.append(f"numerics checked at T={problem.T}: the float64 reference at T={case.problem.T} is too large")
     if not result.ok:
         row["status"] = "numerics_fail"
-        row["reason"] = f"{result.worst}: relative L2 error {result.rel_err:.3g} > tolerance {result.tolerance:.3g}"
-    elif problem.T != case.problem.T:
-        row["reason"] = f"numerics checked at T={problem.T}: the float64 reference at T={case.problem.T} is too large"
+    row["reason"] = "; ".join(notes) or None
 
 
 def numerics_problem(mechanism, problem: Problem, max_elements: int, mode: Mode) -> Problem:
