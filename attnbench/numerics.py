@@ -9,6 +9,7 @@ is compared.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -151,7 +152,7 @@ def compare(
     for name, ref in expected.items():
         rel, abs_err = errors(actual[name], ref)
         per_tensor[name] = rel
-        if not rel <= worst_rel:  # NaN wins
+        if not math.isnan(worst_rel) and not rel <= worst_rel:  # a NaN becomes the worst and stays so
             worst, worst_rel = name, rel
         worst_abs = max(worst_abs, abs_err) if abs_err == abs_err else float("nan")
     reference_errors = {}
