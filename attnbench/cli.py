@@ -27,13 +27,18 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from attnbench.commands.compare import baseline, compare
     from attnbench.commands.list_cmd import list_command
+    from attnbench.commands.plot import plot
     from attnbench.commands.run import run
     from attnbench.commands.show import show
 
     cli.add_command(run)
     cli.add_command(list_command)
     cli.add_command(show)
+    cli.add_command(plot)
+    cli.add_command(compare)
+    cli.add_command(baseline)
 
 
 _register()

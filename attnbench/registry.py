@@ -35,7 +35,7 @@ PLUGIN_ENV = "ATTNBENCH_MECHANISMS"
 MECHANISM_MODULES = (
     "attnbench.mechanisms.softmax.spec",
     "attnbench.mechanisms.tssa.spec",
-    # "attnbench.mechanisms.aft.spec",
+    "attnbench.mechanisms.aft.spec",
     "attnbench.mechanisms.tpa.spec",
     "attnbench.mechanisms.xca.spec",
 )
