@@ -16,12 +16,21 @@ import click
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an axis or key: T=1024,2048.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Finish the missing cases of this run.")
-def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume) -> None:
+@click.option(
+    "--compare-to",
+    "compare_to",
+    type=click.Path(),
+    metavar="BASELINE",
+    help="Then gate the run against BASELINE (a baseline file, a folder of baselines or a run folder) with "
+    "`attnbench compare`'s defaults; exit 1 on a regression.",
+)
+def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, compare_to) -> None:
     """Run SUITE (a YAML file) and record time, peak memory and accuracy for every case.
 
     A new folder `OUT/<suite>-<device>-<time>/` receives meta.json (where and how the run was made) and
     rows.jsonl (one row per case, written as each case ends). Interrupting keeps every finished row;
     `--resume RUN_DIR` measures only the cases missing from it. Exit code 2 for a bad suite.
+    `--compare-to BASELINE` then compares the run with BASELINE and exits as `attnbench compare` does.
     """
     from attnbench import environment
     from attnbench.report import console as make_console
@@ -35,6 +44,14 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume) ->
         )
     except (SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    if compare_to is not None:
+        from attnbench.compare import check_base_path
+        from attnbench.results import ResultsError
+
+        try:
+            check_base_path(compare_to)
+        except ResultsError as exc:
+            raise click.UsageError(f"--compare-to: {exc}") from None
     if dry_run:
         _print_cases(suite)
         return
@@ -54,6 +71,21 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume) ->
             f"[yellow]interrupted[/yellow]: finish with  attnbench run {suite_path} --resume {summary.run_dir}"
         )
         raise SystemExit(130)
+    if compare_to is not None:
+        _gate(compare_to, summary.run_dir)
+
+
+def _gate(baseline, run_dir: Path) -> None:
+    from attnbench.compare import gate
+    from attnbench.report import console
+    from attnbench.results import ResultsError
+
+    try:
+        comparison = gate(baseline, run_dir, console=console())
+    except ResultsError as exc:
+        raise click.UsageError(f"--compare-to: {exc}") from None
+    if comparison.exit_code:
+        raise SystemExit(comparison.exit_code)
 
 
 def _run_with_progress(suite, out_dir: Path, resume, console):

@@ -1,0 +1,200 @@
+"""Stored baselines: one compact JSON file per suite and device, under `results/baselines/`.
+
+A baseline keeps what the regression gate needs from a run and nothing else: the run's meta (device, driver,
+library versions, timer settings, git commit) and, per case key, its status, median, p20/p80, numerics verdict
+and its timing samples, thinned to at most `max_samples` evenly spaced order statistics (the thinned samples
+have the run's distribution, so the rank test and the bootstrap in `attnbench.compare` read them like a run).
+
+    {"format": "attnbench-baseline", "format_version": 1, "schema_version": 1, "saved_at": ..., "source_run": ...,
+     "meta": {...}, "cases": {"<case_id>": {"mechanism": ..., "status": "ok", "time_ms": ..., "samples_ms": [...]}}}
+
+Files are named `<suite>-<device slug>.json` (`seqlen-nvidia-h100-80gb-hbm3.json`), so a folder of baselines
+serves every device a team runs on and the gate picks the one for the device at hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnbench import results
+from attnbench.results import KEY_FIELDS, ResultsError
+
+FORMAT = "attnbench-baseline"
+FORMAT_VERSION = 1
+DEFAULT_DIR = Path("results") / "baselines"
+DEFAULT_MAX_SAMPLES = 200
+
+# What the gate reads from a run's meta: where and how it was measured.
+KEPT_META = (
+    "schema_version",
+    "suite",
+    "attnbench_version",
+    "git",
+    "device",
+    "versions",
+    "tf32",
+    "timer",
+    "limits",
+    "memory_method",
+    "started_at",
+    "finished_at",
+    "status",
+)
+# What the gate reads from a row, besides its samples.
+KEPT_ROW = (
+    "case_id",
+    *KEY_FIELDS,
+    "variant",
+    "status",
+    "reason",
+    "time_ms",
+    "time_p20_ms",
+    "time_p80_ms",
+    "reps",
+    "numerics_ok",
+    "rel_err",
+    "tolerance",
+)
+
+
+class BaselineError(ResultsError):
+    """A baseline that cannot be written, found or read."""
+
+
+def device_slug(name: str) -> str:
+    """`NVIDIA H100 80GB HBM3` → `nvidia-h100-80gb-hbm3`: the device part of a baseline's file name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:80].rstrip("-") or "unknown-device"
+
+
+def baseline_name(suite_name: str, device_name: str) -> str:
+    return f"{suite_name}-{device_slug(device_name)}.json"
+
+
+def thin_samples(samples: Sequence[float], max_samples: int) -> list[float]:
+    """At most `max_samples` evenly spaced order statistics of `samples` (all of them, sorted, when fewer):
+    the same distribution, median and quantiles as the full set, in a fraction of the bytes."""
+    ordered = np.sort(np.asarray(samples, dtype=float))
+    if len(ordered) > max_samples:
+        ordered = ordered[np.round(np.linspace(0, len(ordered) - 1, max_samples)).astype(int)]
+    return [float(value) for value in ordered]
+
+
+def make_baseline(
+    meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], *, source: str, max_samples: int
+) -> dict[str, Any]:
+    """The baseline document of one run (`meta`, `rows` as `results.read_meta`/`read_rows` give them)."""
+    cases: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        case = {name: row.get(name) for name in KEPT_ROW}
+        samples = row.get("time_samples_ms")
+        case["samples_ms"] = thin_samples(samples, max_samples) if samples else None
+        cases[row["case_id"]] = case
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "schema_version": results.SCHEMA_VERSION,
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_run": source,
+        "max_samples": max_samples,
+        "meta": {name: meta.get(name) for name in KEPT_META},
+        "cases": cases,
+    }
+
+
+def save_baseline(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike = DEFAULT_DIR,
+    *,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    allow_incomplete: bool = False,
+) -> Path:
+    """Store run `run_dir` as `<out_dir>/<suite>-<device slug>.json` (replacing the previous baseline of that
+    suite and device; keep the folder under version control to keep their history). Returns the file written.
+
+    Refuses a run that did not complete (an interrupted run lacks cases) unless `allow_incomplete`.
+    """
+    if max_samples < 1:
+        raise BaselineError(f"max_samples must be >= 1, got {max_samples}")
+    runs = results.find_runs(Path(run_dir))
+    if len(runs) != 1:
+        found = "no run" if not runs else f"{len(runs)} runs"
+        raise BaselineError(f"{run_dir}: expected one run folder (with meta.json), found {found}")
+    meta = results.read_meta(runs[0])
+    rows = results.read_rows(runs[0])
+    if not rows:
+        raise BaselineError(f"{run_dir}: the run has no rows")
+    if meta.get("status") != "complete" and not allow_incomplete:
+        raise BaselineError(
+            f"{run_dir}: the run is {meta.get('status')!r}, not 'complete' (finish it with --resume, or save it "
+            "anyway with --allow-incomplete: its missing cases will be listed as new by every comparison)"
+        )
+    document = make_baseline(meta, rows, source=runs[0].name, max_samples=max_samples)
+    path = Path(out_dir) / baseline_name(meta["suite"]["name"], meta["device"]["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, document)
+    return path
+
+
+def _write(path: Path, document: Mapping[str, Any]) -> None:
+    """JSON with one case per line, so a baseline update reads as a per-case diff in review."""
+    head = {name: value for name, value in document.items() if name != "cases"}
+    lines = [json.dumps(head, indent=2, default=str)[:-2] + ",", '  "cases": {']
+    cases = list(document["cases"].items())
+    for index, (case_id, case) in enumerate(cases):
+        comma = "," if index < len(cases) - 1 else ""
+        lines.append(f"    {json.dumps(case_id)}: {json.dumps(case, default=str)}{comma}")
+    lines += ["  }", "}"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def is_baseline_file(path: str | os.PathLike) -> bool:
+    return Path(path).is_file() and Path(path).suffix == ".json"
+
+
+def read_baseline(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A baseline's run meta and its cases as rows (`time_samples_ms` holding the thinned samples)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read the baseline ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise BaselineError(f'{path}: not an attnbench baseline (no "format": "{FORMAT}")')
+    if document.get("format_version") != FORMAT_VERSION or document.get("schema_version") != results.SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path}: baseline format {document.get('format_version')!r} / results schema "
+            f"{document.get('schema_version')!r}; this attnbench reads {FORMAT_VERSION} / {results.SCHEMA_VERSION} "
+            "(save the baseline again from a fresh run)"
+        )
+    rows = []
+    for case_id, case in document.get("cases", {}).items():
+        row = {name: value for name, value in case.items() if name != "samples_ms"}
+        rows.append({**row, "case_id": case_id, "time_samples_ms": case.get("samples_ms")})
+    return document["meta"], rows
+
+
+def find_baseline(folder: str | os.PathLike, suite_name: str, device_name: str) -> Path:
+    """The baseline of `suite_name` on `device_name` in `folder`; the error lists what the folder holds."""
+    folder = Path(folder)
+    path = folder / baseline_name(suite_name, device_name)
+    if path.is_file():
+        return path
+    held = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+    raise BaselineError(
+        f"{folder}: no baseline {path.name} for suite {suite_name!r} on {device_name!r}; "
+        f"it holds {', '.join(held) if held else 'no baselines'} "
+        f"(store one with: attnbench baseline save RUN_DIR -o {folder})"
+    )

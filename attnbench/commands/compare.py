@@ -1,0 +1,132 @@
+"""`attnbench compare BASE HEAD` (the regression gate), `attnbench compare --ab REF_A REF_B SUITE` (two revisions
+interleaved on one device, then gated) and `attnbench baseline save RUN_DIR` (store a run as the baseline)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("paths", nargs=-1, metavar="BASE HEAD | --ab REF_A REF_B SUITE")
+@click.option("--threshold", type=float, default=0.05, show_default=True, help="Relative slowdown that counts.")
+@click.option("--floor-us", type=float, default=1.0, show_default=True, help="Absolute slowdown that counts (µs).")
+@click.option("--alpha", type=float, default=0.01, show_default=True, help="Level of the one-sided rank test.")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Of the bootstrap interval.")
+@click.option("--max-regressions", type=int, default=0, show_default=True, help="Regressed cases tolerated.")
+@click.option("--ignore", multiple=True, metavar="PATTERN", help="Noisy case (id or label pattern); repeatable.")
+@click.option("--ignore-file", type=click.Path(dir_okay=False), help="File of such patterns, one per line.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a markdown report here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--all", "show_all", is_flag=True, help="List every case, not only those that changed.")
+@click.option("--ab", is_flag=True, help="Run SUITE with REF_A's and REF_B's mechanisms interleaved, then compare.")
+@click.option("--rounds", type=int, default=8, show_default=True, help="--ab: rounds per case and side.")
+@click.option("--repo", default=".", show_default=True, help="--ab: the git repository REF_A and REF_B name.")
+@click.option("-o", "--out", "out_dir", default="results", show_default=True, help="--ab: folder for the runs.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--ab: device."
+)
+@click.option("--only", multiple=True, help="--ab: mechanisms to keep (as `attnbench run --only`).")
+@click.option("--impl", "impls", multiple=True, help="--ab: implementations to keep.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="--ab: override a suite key.")
+def compare(
+    paths,
+    markdown_path,
+    json_path,
+    show_all,
+    ab,
+    rounds,
+    repo,
+    out_dir,
+    device,
+    only,
+    impls,
+    overrides,
+    ignore_file,
+    **gate_options,
+) -> None:
+    """Gate HEAD against BASE: exit 1 when a case got slower beyond threshold and noise, or broke.
+
+    BASE and HEAD are run folders or baseline files (BASE may also be a folder of baselines: the one stored
+    for HEAD's suite and device is used). Cases are joined on their full key; a case regressed when its median
+    is slower by more than --threshold and --floor-us and the difference is beyond the noise of the timing
+    samples (one-sided Mann–Whitney U test at --alpha, and the bootstrap interval of the median ratio above 1;
+    in A/B runs also a one-sided Wilcoxon signed-rank test over the paired rounds at --alpha).
+    A case whose numerics passed in BASE and fail in HEAD, or that ran in BASE and fails in HEAD, always fails.
+
+    With --ab, REF_A and REF_B are git revisions (or folders holding attnbench/): their mechanisms run case by
+    case, interleaved, in one job on this device; then B is gated against A. docs/REGRESSION.md has the details.
+
+    Exit code 0 clean, 1 regression, 2 bad input.
+    """
+    from attnbench.compare import GateSettings, ab_compare, gate, read_ignore_file, report
+    from attnbench.report import console
+    from attnbench.results import ResultsError
+    from attnbench.suite import SuiteError
+
+    expected = ("REF_A REF_B SUITE", 3) if ab else ("BASE HEAD", 2)
+    if len(paths) != expected[1]:
+        raise click.UsageError(f"expected {expected[0]}, got {len(paths)} argument(s): {' '.join(paths)}")
+    outputs = {"console": console(), "markdown": markdown_path, "json_path": json_path, "show_all": show_all}
+    try:
+        ignored = read_ignore_file(ignore_file) if ignore_file else ()
+        settings = GateSettings(**{**gate_options, "ignore": (*gate_options["ignore"], *ignored)})
+        if ab:
+            from attnbench import environment
+
+            comparison = ab_compare(
+                *paths,
+                repo=repo,
+                device=environment.pick_device(device),
+                overrides=overrides,
+                only=_split(only),
+                impls=_split(impls),
+                rounds=rounds,
+                out_dir=out_dir,
+                settings=settings,
+                on_case=_progress,
+            )
+            report(comparison, **outputs)
+        else:
+            comparison = gate(*paths, settings, **outputs)
+    except (ResultsError, SuiteError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: the A/B runs are marked interrupted and kept", err=True)
+        raise SystemExit(130) from None
+    raise SystemExit(comparison.exit_code)
+
+
+def _progress(index, total, case, row) -> None:
+    if row is None:
+        click.echo(f"[{index + 1}/{total}] {case.describe()}", err=True)
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+@click.group()
+def baseline() -> None:
+    """Stored baselines: one compact file per suite and device under results/baselines/."""
+
+
+@baseline.command("save")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", "out_dir", default="results/baselines", show_default=True, help="Baselines folder.")
+@click.option("--max-samples", type=int, default=200, show_default=True, help="Timing samples kept per case.")
+@click.option("--allow-incomplete", is_flag=True, help="Save an interrupted run too.")
+def save(run_dir, out_dir, max_samples, allow_incomplete) -> None:
+    """Store RUN_DIR as the baseline of its suite and device: OUT/<suite>-<device>.json.
+
+    The file keeps the run's meta (device, versions, timer settings, commit) and per case its status, numerics
+    verdict, median, p20/p80 and up to --max-samples timing samples (evenly spaced order statistics). It
+    replaces the previous baseline of that suite and device; commit it to keep the history.
+    """
+    from attnbench.baseline import save_baseline
+    from attnbench.results import ResultsError
+
+    try:
+        path = save_baseline(run_dir, out_dir, max_samples=max_samples, allow_incomplete=allow_incomplete)
+    except ResultsError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"baseline: {path}")
