@@ -84,7 +84,8 @@ class Impl:
 
     `target` is `"module:function"`, imported on first use. `needs` lists what it requires: `"cuda"` (a CUDA
     device) and/or `"triton"` (the triton package; on a CPU only under TRITON_INTERPRET=1). `options` are
-    passed to the function as keyword arguments (the SDPA backend, say).
+    passed to the function as keyword arguments (the SDPA backend, say). `unsupported(problem)`, if given,
+    says why the implementation does not define a problem (a variant it has no kernel for), or None.
     """
 
     name: str
@@ -95,6 +96,7 @@ class Impl:
     causal: tuple[bool, ...] = (False, True)
     dtypes: frozenset[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    unsupported: Callable[[Problem], str | None] | None = None
 
     def load(self) -> Callable[..., torch.Tensor]:
         fn = _load_target(self.target)
@@ -122,6 +124,8 @@ class Impl:
             return f"{self.name} has no {'causal' if problem.causal else 'non-causal'} form"
         if self.dtypes is not None and dtype not in self.dtypes:
             return f"{self.name} supports dtypes {sorted(self.dtypes)}, not {dtype}"
+        if self.unsupported is not None:
+            return self.unsupported(problem)
         return None
 
 

@@ -178,6 +178,16 @@ def min_bytes(problem: Problem, mode: Mode, itemsize: int) -> int:
     return mode_bytes(fwd, bwd, mode)
 
 
+def triton_unsupported(problem: Problem) -> str | None:
+    """Why the `triton` implementation does not run a problem: only simple and local have kernels."""
+    name = variant(problem)
+    if name == "full":
+        return "aft triton: variant full has no Triton kernel (its matmul form is cuBLAS): use reference or compile"
+    if name == "conv":
+        return "aft triton: variant conv has no Triton kernel (it is a depthwise conv2d): use reference or compile"
+    return None
+
+
 def derived(problem: Problem) -> dict[str, int]:
     return {"grid_side": grid_side(problem)} if variant(problem) == "conv" else {}
 
@@ -187,6 +197,15 @@ IMPLS = (
         "reference",
         "attnbench.mechanisms.aft.reference:core",
         "plain PyTorch from the formulas: full as one cuBLAS matmul per query block, conv as one conv2d",
+    ),
+    Impl(
+        "triton",
+        "attnbench.mechanisms.aft.triton_aft:core",
+        "Triton, simple and local only: chunked running-max scans, the local band as tile matmuls",
+        needs=("triton",),
+        causal=(False, True),
+        dtypes=frozenset({"fp32", "tf32", "bf16", "fp16"}),
+        unsupported=triton_unsupported,
     ),
     COMPILE_IMPL,
 )
