@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from attnbench import environment, results, timing
 from attnbench.case import Case
 from attnbench.measure import empty_row
-from attnbench.memory import CPU_WORKER_ENV
 from attnbench.memory import method as memory_method
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ class Worker:
     """One worker process: `request()` sends a JSON line and waits for the reply up to a deadline."""
 
     def __init__(self, device: str, log_path: Path, env: dict[str, str] | None = None):
-        worker_env = {**os.environ, **(CPU_WORKER_ENV if device == "cpu" else {}), **(env or {})}
+        worker_env = {**os.environ, **(env or {})}
         self.log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker; closed in close()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "attnbench.worker", "--device", device],
