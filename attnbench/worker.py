@@ -26,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
-    from attnbench import environment
+    from attnbench import environment, memory
     from attnbench.case import Case
     from attnbench.measure import measure_case
+
+    memory.warm_up(args.device)
 
     protocol.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:
