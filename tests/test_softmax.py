@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from float64_checks import assert_close_with_grads
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench import numerics, registry
@@ -43,21 +44,6 @@ def naive_layer(problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return naive_core(q, k, v, problem.causal).reshape(B, T, -1) @ tensors["W_o"]
 
 
-def _check_with_grads(actual_fn, expected_fn, tensors, seed):
-    """Outputs and the gradients of every input and weight agree to float64 rounding."""
-    actual, expected = actual_fn(tensors), expected_fn(tensors)
-    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
-    grad_out = torch.randn(actual.shape, dtype=actual.dtype, generator=torch.Generator().manual_seed(seed))
-    leaves = list(tensors.values())
-    for name, got, want in zip(
-        tensors,
-        torch.autograd.grad(actual, leaves, grad_out),
-        torch.autograd.grad(expected, leaves, grad_out),
-        strict=True,
-    ):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"d{name}: {m}")
-
-
 CASES = [
     (MHA, dict(B=2, T=7, H=3, d=5)),
     (GQA, dict(B=1, T=9, H=6, d=3, G=2)),
@@ -71,7 +57,7 @@ CASES = [
 def test_core_matches_naive_loops(mechanism, shape, causal, seed):
     problem = mechanism.problem(**shape, causal=causal)
     tensors = numerics.make_inputs(mechanism, problem, "fp64", "cpu", seed, requires_grad=True)
-    _check_with_grads(
+    assert_close_with_grads(
         lambda t: mechanism.reference(problem, t),
         lambda t: naive_core(t["q"], t["k"], t["v"], causal),
         tensors,
@@ -83,7 +69,7 @@ def test_core_matches_naive_loops(mechanism, shape, causal, seed):
 def test_layer_matches_naive_loops(causal, seed):
     problem = GQA.problem(B=2, T=6, H=4, d=3, G=2, causal=causal, level=Level.LAYER)
     tensors = numerics.make_inputs(GQA, problem, "fp64", "cpu", seed, requires_grad=True)
-    _check_with_grads(lambda t: GQA.run_reference(problem, t), lambda t: naive_layer(problem, t), tensors, seed)
+    assert_close_with_grads(lambda t: GQA.run_reference(problem, t), lambda t: naive_layer(problem, t), tensors, seed)
 
 
 @pytest.mark.parametrize("causal", [False, True])

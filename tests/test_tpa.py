@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from float64_checks import assert_close_with_grads
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench import numerics, registry
@@ -80,22 +81,10 @@ def _inputs(problem, seed: int) -> dict[str, torch.Tensor]:
     return numerics.make_inputs(TPA, problem, "fp64", "cpu", seed, requires_grad=True)
 
 
-def _assert_close_with_grads(actual_fn, expected_fn, tensors, seed):
-    actual = actual_fn(tensors)
-    expected = expected_fn(tensors)
-    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
-    grad_out = torch.randn(actual.shape, dtype=actual.dtype, generator=torch.Generator().manual_seed(seed))
-    leaves = list(tensors.values())
-    got = torch.autograd.grad(actual, leaves, grad_out)
-    want = torch.autograd.grad(expected, leaves, grad_out)
-    for name, g, w in zip(tensors, got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"d{name}: {m}")
-
-
 @pytest.mark.parametrize("causal", [False, True])
 def test_core_matches_naive_loops(causal, seed):
     problem = TPA.problem(B=2, T=5, H=3, d=6, causal=causal, R_q=3, R_k=2, R_v=2)
-    _assert_close_with_grads(
+    assert_close_with_grads(
         lambda t: TPA.reference(problem, t), lambda t: naive_core(t, causal), _inputs(problem, seed), seed
     )
 
@@ -103,7 +92,7 @@ def test_core_matches_naive_loops(causal, seed):
 @pytest.mark.parametrize("causal", [False, True])
 def test_layer_matches_naive_loops(causal, seed):
     problem = TPA.problem(B=1, T=4, H=2, d=4, causal=causal, R_q=2, R_k=1, R_v=3, level=Level.LAYER)
-    _assert_close_with_grads(
+    assert_close_with_grads(
         lambda t: TPA.run_reference(problem, t), lambda t: naive_layer(problem, t), _inputs(problem, seed), seed
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from float64_checks import assert_close_with_grads
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench import numerics, registry
@@ -54,25 +55,11 @@ def xcit_layer(problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return (attn @ v).permute(0, 3, 1, 2).reshape(B, N, C) @ tensors["W_proj"] + tensors["b_proj"]
 
 
-def _check_with_grads(actual_fn, expected_fn, tensors, seed):
-    actual, expected = actual_fn(tensors), expected_fn(tensors)
-    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
-    grad_out = torch.randn(actual.shape, dtype=actual.dtype, generator=torch.Generator().manual_seed(seed))
-    leaves = list(tensors.values())
-    for name, got, want in zip(
-        tensors,
-        torch.autograd.grad(actual, leaves, grad_out),
-        torch.autograd.grad(expected, leaves, grad_out),
-        strict=True,
-    ):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"d{name}: {m}")
-
-
 @pytest.mark.parametrize("shape", [dict(B=2, T=7, H=3, d=5), dict(B=1, T=1, H=2, d=4), dict(B=1, T=6, H=1, d=1)])
 def test_core_matches_naive_loops(shape, seed):
     problem = XCA.problem(**shape)
     tensors = numerics.make_inputs(XCA, problem, "fp64", "cpu", seed, requires_grad=True)
-    _check_with_grads(
+    assert_close_with_grads(
         lambda t: XCA.reference(problem, t), lambda t: naive_core(t["q"], t["k"], t["v"], t["tau"]), tensors, seed
     )
 
@@ -80,8 +67,8 @@ def test_core_matches_naive_loops(shape, seed):
 def test_layer_matches_naive_loops_and_the_authors_layout(seed):
     problem = XCA.problem(B=2, T=5, H=2, d=3, level=Level.LAYER)
     tensors = numerics.make_inputs(XCA, problem, "fp64", "cpu", seed, requires_grad=True)
-    _check_with_grads(lambda t: XCA.run_reference(problem, t), lambda t: naive_layer(problem, t), tensors, seed)
-    _check_with_grads(lambda t: XCA.run_reference(problem, t), lambda t: xcit_layer(problem, t), tensors, seed)
+    assert_close_with_grads(lambda t: XCA.run_reference(problem, t), lambda t: naive_layer(problem, t), tensors, seed)
+    assert_close_with_grads(lambda t: XCA.run_reference(problem, t), lambda t: xcit_layer(problem, t), tensors, seed)
 
 
 def test_normalised_gram_is_the_rescaled_raw_gram(seed):
