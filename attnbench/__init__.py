@@ -1,7 +1,7 @@
 """attnbench: a benchmark suite for attention mechanisms.
 
 Importing the package is cheap and safe on any machine: it loads neither torch nor triton. The mechanism
-registry (`attnbench.registry`), the runner and the CLI import torch when they are used.
+registry (`attnbench.mechanisms.registry`), the runner and the CLI import torch when they are used.
 """
 
 from __future__ import annotations

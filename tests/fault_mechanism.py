@@ -13,7 +13,7 @@ import time
 import torch
 
 from attnbench.mechanisms.common import Draw
-from attnbench.registry import FlopCount, Impl, Mechanism
+from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism
 
 HERE = "fault_mechanism"
 

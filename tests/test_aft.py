@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.aft import reference as ref
 from attnbench.mechanisms.aft.spec import BIAS, VARIANTS
-from attnbench.problem import Level, Mode
+from attnbench.mechanisms.problem import Level, Mode
 
 AFT = registry.get("aft")
 F64 = torch.float64

@@ -20,9 +20,10 @@ import os
 import pytest
 import torch
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.aft import reference as ref
-from attnbench.problem import Mode
+from attnbench.mechanisms.problem import Mode
 
 triton = pytest.importorskip("triton")
 

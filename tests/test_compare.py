@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from attnbench import baseline, results
+from attnbench.results import baseline
+from attnbench.results import files as results
 from attnbench.cli import cli
-from attnbench.compare import (
+from attnbench.gate.compare import (
     EXIT_CLEAN,
     EXIT_REGRESSION,
     GateSettings,
@@ -31,8 +32,8 @@ from attnbench.compare import (
     load_side,
     median_ratio_interval,
 )
-from attnbench.runner import run_suite
-from attnbench.suite import load_suite
+from attnbench.run.runner import run_suite
+from attnbench.suite.load import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "suites" / "smoke.yaml"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench import numerics, registry
-from attnbench.problem import Level, Mode
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
+from attnbench.mechanisms.problem import Level, Mode
 
 CPU_SKIPS = {"compile"}  # compiled once per mechanism below: inductor on a 2-core CPU costs ~10 s a shape
 

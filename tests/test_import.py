@@ -18,7 +18,7 @@ def test_import_loads_neither_torch_nor_triton():
 
 def test_registry_and_cli_do_not_import_triton_or_touch_cuda():
     code = (
-        "import sys, attnbench.registry as r, attnbench.cli\n"
+        "import sys, attnbench.mechanisms.registry as r, attnbench.cli\n"
         "r.mechanisms()\n"
         "import torch\n"
         "print('triton' in sys.modules, torch.cuda.is_initialized())"

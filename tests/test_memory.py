@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench import memory
+from attnbench.measure import memory
 
 MiB = 1 << 20
 

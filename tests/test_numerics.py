@@ -6,8 +6,9 @@ import math
 
 import torch
 
-from attnbench import numerics, registry
-from attnbench.problem import Mode
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
+from attnbench.mechanisms.problem import Mode
 
 
 def test_a_wrong_result_fails_and_says_why(seed):

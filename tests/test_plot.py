@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from attnbench import analysis, plots
-from attnbench.commands.plot import METRICS as CLI_METRICS
-from attnbench.commands.plot import X_AXES as CLI_AXES
-from attnbench.commands.plot import plot
-from attnbench.results import ROW_FIELDS, SCHEMA_VERSION, append_row, write_json
+from attnbench.analysis import summary as analysis
+from attnbench.plots import figures as plots
+from attnbench.cli.plot import METRICS as CLI_METRICS
+from attnbench.cli.plot import X_AXES as CLI_AXES
+from attnbench.cli.plot import plot
+from attnbench.results.files import ROW_FIELDS, SCHEMA_VERSION, append_row, write_json
 
 LENGTHS = [2**k for k in range(7, 14)]  # 128 … 8192
 NOISE = 0.02  # lognormal σ of every synthetic time
@@ -329,7 +330,7 @@ def test_cli_choices_match_the_library():
 
 def test_analysis_and_plots_import_no_matplotlib():
     code = (
-        "import sys, attnbench.analysis, attnbench.plots, attnbench.commands.plot; print('matplotlib' in sys.modules)"
+        "import sys, attnbench.analysis, attnbench.plots, attnbench.cli.plot; print('matplotlib' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
@@ -343,8 +344,8 @@ REAL_LENGTHS = [128, 256, 512]
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from attnbench.runner import run_suite
-    from attnbench.suite import load_suite
+    from attnbench.run.runner import run_suite
+    from attnbench.suite.load import load_suite
 
     suite = load_suite(
         SEQLEN_SUITE,

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from attnbench import registry, results
+from attnbench.mechanisms import registry
+from attnbench.results import files as results
 from attnbench.cli import cli
 
 TESTS_DIR = Path(__file__).parent

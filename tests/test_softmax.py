@@ -10,9 +10,10 @@ import torch
 from float64_checks import assert_close_with_grads
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.softmax import reference
-from attnbench.problem import Level
+from attnbench.mechanisms.problem import Level
 
 MHA, GQA, MQA = registry.get("mha"), registry.get("gqa"), registry.get("mqa")
 

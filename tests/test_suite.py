@@ -15,9 +15,9 @@ from types import MappingProxyType
 
 import pytest
 
-from attnbench import registry
-from attnbench.problem import Mode
-from attnbench.suite import SUITES_DIR, SuiteError, find_suite, load_suite
+from attnbench.mechanisms import registry
+from attnbench.mechanisms.problem import Mode
+from attnbench.suite.load import SUITES_DIR, SuiteError, find_suite, load_suite
 
 # Names the shipped suites use that other engineers are still registering; a shipped suite that names one of
 # them is skipped until it exists. Any other unknown name in a shipped suite fails.

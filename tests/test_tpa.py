@@ -9,9 +9,10 @@ import torch
 from float64_checks import assert_close_with_grads
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.tpa.reference import qkv, rope_tables, rotate
-from attnbench.problem import Level
+from attnbench.mechanisms.problem import Level
 
 TPA = registry.get("tpa")
 FACTOR_NAMES = ("A_q", "B_q", "A_k", "B_k", "A_v", "B_v")

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.tssa import reference
-from attnbench.problem import Level, Mode
+from attnbench.mechanisms.problem import Level, Mode
 
 MECH = registry.get("tssa")
 

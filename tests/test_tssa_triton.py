@@ -12,8 +12,9 @@ import os
 import pytest
 import torch
 
-from attnbench import numerics, registry
-from attnbench.problem import torch_dtype
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
+from attnbench.mechanisms.problem import torch_dtype
 
 triton = pytest.importorskip("triton")
 

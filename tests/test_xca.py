@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from float64_checks import assert_close_with_grads
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.xca.reference import normalise, xca
-from attnbench.problem import Level, Mode
+from attnbench.mechanisms.problem import Level, Mode
 
 XCA = registry.get("xca")
 

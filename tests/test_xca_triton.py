@@ -13,7 +13,8 @@ import os
 import pytest
 import torch
 
-from attnbench import numerics, registry
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
 from attnbench.mechanisms.xca.reference import xca as reference
 
 HAS_CUDA = torch.cuda.is_available()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.problem import Problem
-from attnbench.registry import Impl
+from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.registry import Impl
 
 COMPILE_IMPL = Impl(
     name="compile",
@@ -51,7 +51,7 @@ def compiled_reference(problem: Problem, tensors: dict[str, torch.Tensor]) -> to
     """`torch.compile` of the mechanism's reference core, compiled once per problem (static shapes)."""
     from functools import partial
 
-    from attnbench import registry
+    from attnbench.mechanisms import registry
 
     key = repr(problem)
     fn = _compiled.get(key)
@@ -71,6 +71,6 @@ def projection_bytes(tokens: int, itemsize: int, *shapes: tuple[int, int]) -> in
 
 
 def mode_bytes(fwd: int, bwd: int, mode) -> int:
-    from attnbench.problem import Mode
+    from attnbench.mechanisms.problem import Mode
 
     return {Mode.FWD: fwd, Mode.BWD: bwd, Mode.FWD_BWD: fwd + bwd}[Mode(mode)]

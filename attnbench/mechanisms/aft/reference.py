@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 # Rows of exp(w) materialised at once by the full variant (elements; 2^26 is 256 MiB in float32), beyond the
 # T × T bias itself.

@@ -19,8 +19,8 @@ import math
 import torch
 
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
-from attnbench.problem import Mode, Problem
-from attnbench.registry import FlopCount, Impl, Mechanism, Param, Unsupported
+from attnbench.mechanisms.problem import Mode, Problem
+from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param, Unsupported
 
 VARIANTS = ("full", "simple", "local", "conv")
 BIAS = {"full": "w_bias", "local": "w_band", "conv": "w_conv"}  # the learned core bias of each variant

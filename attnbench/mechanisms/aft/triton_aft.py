@@ -35,8 +35,8 @@ import triton
 import triton.language as tl
 
 from attnbench.mechanisms.aft.spec import triton_unsupported
-from attnbench.problem import Problem
-from attnbench.registry import Unsupported
+from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.registry import Unsupported
 
 
 def _interpreted() -> bool:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 # Scores materialised at once (elements): 2^27 is 1 GiB in float64.
 SCORE_BUDGET = 1 << 27

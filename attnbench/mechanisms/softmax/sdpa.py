@@ -7,7 +7,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 BACKENDS = ("flash", "efficient", "cudnn", "math")
 

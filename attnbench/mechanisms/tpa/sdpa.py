@@ -6,7 +6,7 @@ import torch
 
 from attnbench.mechanisms.softmax.sdpa import sdpa_attention
 from attnbench.mechanisms.tpa.reference import qkv
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 
 def core(problem: Problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

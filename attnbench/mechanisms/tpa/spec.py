@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
-from attnbench.problem import Level, Mode, Problem
-from attnbench.registry import FlopCount, Impl, Mechanism, Param
+from attnbench.mechanisms.problem import Level, Mode, Problem
+from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param
 
 RANKS = ("R_q", "R_k", "R_v")
 

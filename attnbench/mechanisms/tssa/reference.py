@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 NORM_EPS = 1e-12  # F.normalize's clamp on the token-axis L2 norm (non-causal)
 PREFIX_EPS = 1e-12  # clamp on the prefix sum of w² (causal); note: on the square, not the norm

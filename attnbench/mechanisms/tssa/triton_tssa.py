@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from attnbench.mechanisms.tssa.reference import MASS_EPS, NORM_EPS
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 # Tests set this: outputs and fully written scratch then start as NaN, so an element a kernel forgot shows up.
 POISON = False

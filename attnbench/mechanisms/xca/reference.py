@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.problem import Problem
+from attnbench.mechanisms.problem import Problem
 
 # torch.nn.functional.normalize's default: q / max(‖q‖, eps).
 EPS = 1e-12

@@ -18,8 +18,8 @@ from dataclasses import replace
 import torch
 
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
-from attnbench.problem import Level, Mode, Problem
-from attnbench.registry import FlopCount, Impl, Mechanism
+from attnbench.mechanisms.problem import Level, Mode, Problem
+from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism
 
 
 def make_tensors(problem: Problem, dtype: torch.dtype, device, generator) -> dict[str, torch.Tensor]:

@@ -29,8 +29,8 @@ import triton
 import triton.language as tl
 
 from attnbench.mechanisms.xca.reference import EPS
-from attnbench.problem import Problem
-from attnbench.registry import Unsupported
+from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.registry import Unsupported
 
 MAX_HEAD_DIM = 128  # the d×d fp32 accumulators live in registers
 MIN_TOKENS_PER_CHUNK = 256  # below this a chunk's program is mostly launch and reduce overhead

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench.results import ROW_FIELDS, find_runs, read_meta, read_rows
+from attnbench.results.files import ROW_FIELDS, find_runs, read_meta, read_rows
 
 AXES = ("T", "D", "d", "B", "H", "G")
 AXIS_LABELS = {
@@ -186,7 +186,7 @@ def expected_complexity(mechanism: str, variant: str = "") -> str | None:
     if (mechanism, variant) in VARIANT_COMPLEXITY:
         return VARIANT_COMPLEXITY[mechanism, variant]
     try:
-        from attnbench import registry
+        from attnbench.mechanisms import registry
 
         return registry.get(mechanism).complexity
     except (ImportError, ValueError):

@@ -58,10 +58,10 @@ def compare(
 
     Exit code 0 clean, 1 regression, 2 bad input.
     """
-    from attnbench.compare import GateSettings, ab_compare, gate, read_ignore_file, report
-    from attnbench.report import console
-    from attnbench.results import ResultsError
-    from attnbench.suite import SuiteError
+    from attnbench.gate.compare import GateSettings, ab_compare, gate, read_ignore_file, report
+    from attnbench.cli.tables import console
+    from attnbench.results.files import ResultsError
+    from attnbench.suite.load import SuiteError
 
     expected = ("REF_A REF_B SUITE", 3) if ab else ("BASE HEAD", 2)
     if len(paths) != expected[1]:
@@ -71,7 +71,7 @@ def compare(
         ignored = read_ignore_file(ignore_file) if ignore_file else ()
         settings = GateSettings(**{**gate_options, "ignore": (*gate_options["ignore"], *ignored)})
         if ab:
-            from attnbench import environment
+            from attnbench.run import environment
 
             comparison = ab_compare(
                 *paths,
@@ -122,8 +122,8 @@ def save(run_dir, out_dir, max_samples, allow_incomplete) -> None:
     verdict, median, p20/p80 and up to --max-samples timing samples (evenly spaced order statistics). It
     replaces the previous baseline of that suite and device; commit it to keep the history.
     """
-    from attnbench.baseline import save_baseline
-    from attnbench.results import ResultsError
+    from attnbench.results.baseline import save_baseline
+    from attnbench.results.files import ResultsError
 
     try:
         path = save_baseline(run_dir, out_dir, max_samples=max_samples, allow_incomplete=allow_incomplete)

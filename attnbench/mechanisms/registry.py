@@ -21,7 +21,7 @@ from functools import cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from attnbench.problem import DTYPES, Level, Mode, Problem
+from attnbench.mechanisms.problem import DTYPES, Level, Mode, Problem
 
 if TYPE_CHECKING:
     import torch

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from attnbench.results import STATUSES
+from attnbench.results.files import STATUSES
 
 STATUS_STYLE = {
     "ok": "green",

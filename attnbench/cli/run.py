@@ -32,9 +32,9 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     `--resume RUN_DIR` measures only the cases missing from it. Exit code 2 for a bad suite.
     `--compare-to BASELINE` then compares the run with BASELINE and exits as `attnbench compare` does.
     """
-    from attnbench import environment
-    from attnbench.report import console as make_console
-    from attnbench.suite import SuiteError, load_suite
+    from attnbench.run import environment
+    from attnbench.cli.tables import console as make_console
+    from attnbench.suite.load import SuiteError, load_suite
 
     console = make_console(stderr=True)
     try:
@@ -45,8 +45,8 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     except (SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if compare_to is not None:
-        from attnbench.compare import check_base_path
-        from attnbench.results import ResultsError
+        from attnbench.gate.compare import check_base_path
+        from attnbench.results.files import ResultsError
 
         try:
             check_base_path(compare_to)
@@ -55,13 +55,13 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     if dry_run:
         _print_cases(suite)
         return
-    from attnbench.runner import RunError
+    from attnbench.run.runner import RunError
 
     try:
         summary = _run_with_progress(suite, Path(out_dir), resume, console)
     except RunError as exc:
         raise click.UsageError(str(exc)) from None
-    from attnbench.report import summary_tables
+    from attnbench.cli.tables import summary_tables
 
     for table in summary_tables(summary.rows):
         console.print(table)
@@ -76,9 +76,9 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
 
 
 def _gate(baseline, run_dir: Path) -> None:
-    from attnbench.compare import gate
-    from attnbench.report import console
-    from attnbench.results import ResultsError
+    from attnbench.gate.compare import gate
+    from attnbench.cli.tables import console
+    from attnbench.results.files import ResultsError
 
     try:
         comparison = gate(baseline, run_dir, console=console())
@@ -98,7 +98,7 @@ def _run_with_progress(suite, out_dir: Path, resume, console):
         TimeRemainingColumn,
     )
 
-    from attnbench.runner import run_suite
+    from attnbench.run.runner import run_suite
 
     columns = (
         TextColumn("{task.description}"),

@@ -23,13 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnbench import environment, results, timing
-from attnbench.case import Case
-from attnbench.measure import empty_row
-from attnbench.memory import method as memory_method
+from attnbench.run import environment
+from attnbench.results import files as results
+from attnbench.measure import timing
+from attnbench.suite.case import Case
+from attnbench.measure.case import empty_row
+from attnbench.measure.memory import method as memory_method
 
 if TYPE_CHECKING:
-    from attnbench.suite import Suite
+    from attnbench.suite.load import Suite
 
 FLOP_CONVENTION = (
     "forward FLOPs from each mechanism's model (2 per multiply-add; softmax attention 4·B·H·T²·d, half when "
@@ -71,7 +73,7 @@ class Worker:
         worker_env = {**os.environ, **(env or {})}
         self.log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker; closed in close()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "attnbench.worker", "--device", device],
+            [sys.executable, "-m", "attnbench.run.worker", "--device", device],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -279,7 +281,7 @@ def _run_one(workers: WorkerSlot, case: Case, ceilings: dict[str, Any], device: 
 
 
 def _impl(case: Case):
-    from attnbench import registry
+    from attnbench.mechanisms import registry
 
     return registry.get(case.problem.mechanism).impl(case.impl)
 

@@ -20,8 +20,8 @@ axes to sweep; every combination becomes one `Case`. docs/SUITES.md is the long 
       H: 16                        # required
       d: 64                        # head dim, or D (model width, d = D/H) -- one of the two
       B: 1                         # batch (default 1), or tokens (B = max(1, tokens // T)) -- not both
-    timing: {...}                  # fields of `attnbench.case.TimingSettings`
-    limits: {...}                  # fields of `attnbench.case.Limits`
+    timing: {...}                  # fields of `attnbench.suite.case.TimingSettings`
+    limits: {...}                  # fields of `attnbench.suite.case.Limits`
     devices:                       # optional overrides for one device (any key above but name, mechanisms)
       cpu: {sweep: {T: [128, 256], d: 32}, dtypes: [fp32]}
 
@@ -47,16 +47,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
-from attnbench import registry
-from attnbench.case import Case, Limits, TimingSettings
-from attnbench.problem import DTYPES, Level, Mode, Problem
+from attnbench.mechanisms import registry
+from attnbench.suite.case import Case, Limits, TimingSettings
+from attnbench.mechanisms.problem import DTYPES, Level, Mode, Problem
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_DTYPES = {"cuda": "bf16", "cpu": "fp32"}
 AXES = ("B", "T", "H", "d", "D", "tokens")
 ALTERNATIVES = {"d": "D", "D": "d", "B": "tokens", "tokens": "B"}  # a sweep gives one of each pair
 FIXED_KEYS = ("name", "mechanisms", "devices")  # not overridable by a device section or --set
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 
 
 class SuiteError(ValueError):

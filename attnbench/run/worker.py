@@ -18,7 +18,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attnbench.worker")
+    parser = argparse.ArgumentParser(prog="python -m attnbench.run.worker")
     parser.add_argument("--device", choices=["cpu", "cuda"], required=True)
     args = parser.parse_args(argv)
 
@@ -26,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
-    from attnbench import environment, memory
-    from attnbench.case import Case
-    from attnbench.measure import measure_case
+    from attnbench.run import environment
+    from attnbench.measure import memory
+    from attnbench.suite.case import Case
+    from attnbench.measure.case import measure_case
 
     memory.warm_up(args.device)
 

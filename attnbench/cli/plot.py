@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-# The choices of `attnbench.analysis` (AXES, METRICS), repeated here so that `--help` imports no pandas.
+# The choices of `attnbench.analysis.summary` (AXES, METRICS), repeated here so that `--help` imports no pandas.
 X_AXES = ("T", "D", "d", "B", "H", "G")
 METRICS = ("time", "memory", "throughput", "speedup")
 
@@ -85,9 +85,9 @@ def plot(
     from which each linear-time mechanism beats softmax MHA, and where each one ran out of memory.
     The summary is printed and written as summary.md, summary.csv and crossover.csv.
     """
-    from attnbench.analysis import AnalysisError
-    from attnbench.plots import plot_results
-    from attnbench.results import ResultsError
+    from attnbench.analysis.summary import AnalysisError
+    from attnbench.plots.figures import plot_results
+    from attnbench.results.files import ResultsError
 
     try:
         report = plot_results(

@@ -11,8 +11,9 @@ def list_command(device: str) -> None:
     """List every mechanism and implementation, and whether each is available on this machine."""
     from rich.table import Table
 
-    from attnbench import environment, registry
-    from attnbench.report import console
+    from attnbench.run import environment
+    from attnbench.mechanisms import registry
+    from attnbench.cli.tables import console
 
     try:
         device = environment.pick_device(device)

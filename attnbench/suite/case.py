@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from attnbench.problem import Mode, Problem
-from attnbench.results import SCHEMA_VERSION, case_id
+from attnbench.mechanisms.problem import Mode, Problem
+from attnbench.results.files import SCHEMA_VERSION, case_id
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Case:
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that identify this case in results (see results.KEY_FIELDS)."""
-        from attnbench import registry
+        from attnbench.mechanisms import registry
 
         p = self.problem
         mechanism = registry.get(p.mechanism)
@@ -108,7 +108,7 @@ class Case:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Case:
         """Rebuild a case (in a worker process) from `to_dict`; the problem is re-checked by its mechanism."""
-        from attnbench import registry
+        from attnbench.mechanisms import registry
 
         mechanism = registry.get(data["mechanism"])
         problem = mechanism.problem(

@@ -27,11 +27,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from attnbench.commands.compare import baseline, compare
-    from attnbench.commands.list_cmd import list_command
-    from attnbench.commands.plot import plot
-    from attnbench.commands.run import run
-    from attnbench.commands.show import show
+    from attnbench.cli.compare import baseline, compare
+    from attnbench.cli.list_cmd import list_command
+    from attnbench.cli.plot import plot
+    from attnbench.cli.run import run
+    from attnbench.cli.show import show
 
     cli.add_command(run)
     cli.add_command(list_command)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnbench.case import TimingSettings
+from attnbench.suite.case import TimingSettings
 
 # Bigger than the L2 of any current GPU (H100: 50 MB, H200: 60 MB): zeroing it evicts the inputs.
 L2_FLUSH_BYTES = 256 << 20

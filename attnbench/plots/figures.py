@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from attnbench import analysis
-from attnbench.analysis import AXIS_LABELS, METRICS, NOT_RUN, REFERENCE_IMPL, RunInfo, Summary, measured
+from attnbench.analysis import summary as analysis
+from attnbench.analysis.summary import AXIS_LABELS, METRICS, NOT_RUN, REFERENCE_IMPL, RunInfo, Summary, measured
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

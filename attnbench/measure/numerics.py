@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from attnbench.mechanisms.common import generator_for
-from attnbench.problem import DTYPES, Mode, Problem, torch_dtype
-from attnbench.registry import Mechanism
+from attnbench.mechanisms.problem import DTYPES, Mode, Problem, torch_dtype
+from attnbench.mechanisms.registry import Mechanism
 
 Tensors = dict[str, torch.Tensor]
 

@@ -42,14 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attnbench import baseline, results
-from attnbench.results import ResultsError
+from attnbench.results import baseline
+from attnbench.results import files as results
+from attnbench.results.files import ResultsError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from attnbench.case import Case
-    from attnbench.suite import Suite
+    from attnbench.suite.case import Case
+    from attnbench.suite.load import Suite
 
 EXIT_CLEAN, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -768,7 +769,7 @@ def checkout(ref: str, dest: str | os.PathLike, label: str, *, repo: str | os.Pa
     recorded as unsupported on that side (`Checkout.lacks`).
     """
     import attnbench
-    from attnbench import environment
+    from attnbench.run import environment
 
     package = Path(dest) / "attnbench"
     shutil.copytree(Path(attnbench.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -843,13 +844,13 @@ class _AbSide:
         self.meta: dict[str, Any] = {}
 
     def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        from attnbench.runner import Worker
+        from attnbench.run.runner import Worker
 
         if self.worker is None:
             root = self.checkout.root.resolve()
             path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
             env = {"PYTHONPATH": path, "PYTHONSAFEPATH": "1", **self.checkout.env}
-            # `python -m attnbench.worker` puts its working folder first on sys.path, ahead of PYTHONPATH: started
+            # `python -m attnbench.run.worker` puts its working folder first on sys.path, ahead of PYTHONPATH: started
             # from a checkout of attnbench, the worker would import that checkout, whatever the side. So the
             # worker starts in the side's folder (and PYTHONSAFEPATH drops that entry where Python has it).
             log_path = (self.run_dir / "worker.log").resolve()
@@ -863,9 +864,9 @@ class _AbSide:
 
     def measure(self, case: Case) -> dict[str, Any]:
         """The case's row from this side's worker; what the worker cannot report becomes the row's status."""
-        from attnbench import registry
-        from attnbench.measure import empty_row
-        from attnbench.runner import WorkerLost
+        from attnbench.mechanisms import registry
+        from attnbench.measure.case import empty_row
+        from attnbench.run.runner import WorkerLost
 
         impl = registry.get(case.problem.mechanism).impl(case.impl)
         why = case.unsupported or self.checkout.lacks(impl.target) or impl.unavailable_reason(self.device)
@@ -899,8 +900,8 @@ def run_ab(
     order A B, B A, A B, ... (a drift in time hits both sides alike), each side in its own worker process.
     Writes one run folder per side under `<out_dir>/<suite>-<device>-ab-<time>/` and returns them. SIGTERM or
     Ctrl-C marks both runs interrupted and raises KeyboardInterrupt."""
-    from attnbench import environment
-    from attnbench.runner import WORKER_START_TIMEOUT_S, run_meta
+    from attnbench.run import environment
+    from attnbench.run.runner import WORKER_START_TIMEOUT_S, run_meta
 
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -995,7 +996,7 @@ def ab_compare(
 ) -> Comparison:
     """Run `suite_path` (expanded by this checkout's suite code) with REF_A's and REF_B's implementations
     interleaved on one device, then compare B (HEAD) against A (BASE). Raises `CompareError`, `SuiteError`."""
-    from attnbench.suite import load_suite
+    from attnbench.suite.load import load_suite
 
     suite = load_suite(suite_path, device=device, overrides=overrides, only=only, impls=impls)
     with tempfile.TemporaryDirectory(prefix="attnbench-ab-") as tmp:

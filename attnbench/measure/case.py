@@ -15,10 +15,13 @@ from typing import Any
 
 import torch
 
-from attnbench import memory, numerics, registry, timing
-from attnbench.case import Case
-from attnbench.problem import Mode, Problem, itemsize
-from attnbench.results import ROW_FIELDS
+from attnbench.measure import memory
+from attnbench.measure import numerics
+from attnbench.mechanisms import registry
+from attnbench.measure import timing
+from attnbench.suite.case import Case
+from attnbench.mechanisms.problem import Mode, Problem, itemsize
+from attnbench.results.files import ROW_FIELDS
 
 # Messages of CUDA errors after which the process's CUDA context cannot be trusted.
 FATAL_CUDA_MARKERS = (

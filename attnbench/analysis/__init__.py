@@ -1,0 +1,1 @@
+"""Scaling analysis of results: series, fitted exponents, crossovers, memory walls and their summary."""
