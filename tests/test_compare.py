@@ -21,8 +21,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from attnbench.results import baseline
-from attnbench.results import files as results
 from attnbench.cli import cli
 from attnbench.gate.compare import (
     EXIT_CLEAN,
@@ -32,6 +30,8 @@ from attnbench.gate.compare import (
     load_side,
     median_ratio_interval,
 )
+from attnbench.results import baseline
+from attnbench.results import files as results
 from attnbench.run.runner import run_suite
 from attnbench.suite.load import load_suite
 

@@ -41,9 +41,7 @@ def test_near_zero_gradients_pass_when_the_reference_itself_is_no_better(seed):
     """XCA at T = 1: q̂ = sign(q), so the exact dq is ~0 and any rounding is a huge relative error."""
     mechanism = registry.get("xca")
     problem = mechanism.problem(B=1, T=1, H=3, d=12)
-    result = numerics.compare(
-        mechanism, mechanism.reference, problem, "fp32", "cpu", mode=Mode.FWD_BWD, seed=seed
-    )
+    result = numerics.compare(mechanism, mechanism.reference, problem, "fp32", "cpu", mode=Mode.FWD_BWD, seed=seed)
     assert result.per_tensor["dq"] > result.tolerance
     assert result.ok and "within" in result.explain()
 

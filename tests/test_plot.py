@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from attnbench.analysis import summary as analysis
-from attnbench.plots import figures as plots
 from attnbench.cli.plot import METRICS as CLI_METRICS
 from attnbench.cli.plot import X_AXES as CLI_AXES
 from attnbench.cli.plot import plot
+from attnbench.plots import figures as plots
 from attnbench.results.files import ROW_FIELDS, SCHEMA_VERSION, append_row, write_json
 
 LENGTHS = [2**k for k in range(7, 14)]  # 128 … 8192
@@ -329,9 +329,7 @@ def test_cli_choices_match_the_library():
 
 
 def test_analysis_and_plots_import_no_matplotlib():
-    code = (
-        "import sys, attnbench.analysis, attnbench.plots, attnbench.cli.plot; print('matplotlib' in sys.modules)"
-    )
+    code = "import sys, attnbench.analysis, attnbench.plots, attnbench.cli.plot; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from attnbench.cli import cli
 from attnbench.mechanisms import registry
 from attnbench.results import files as results
-from attnbench.cli import cli
 
 TESTS_DIR = Path(__file__).parent
 

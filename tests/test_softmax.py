@@ -12,8 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench.measure import numerics
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.softmax import reference
 from attnbench.mechanisms.problem import Level
+from attnbench.mechanisms.softmax import reference
 
 MHA, GQA, MQA = registry.get("mha"), registry.get("gqa"), registry.get("mqa")
 

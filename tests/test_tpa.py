@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench.measure import numerics
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.tpa.reference import qkv, rope_tables, rotate
 from attnbench.mechanisms.problem import Level
+from attnbench.mechanisms.tpa.reference import qkv, rope_tables, rotate
 
 TPA = registry.get("tpa")
 FACTOR_NAMES = ("A_q", "B_q", "A_k", "B_k", "A_v", "B_v")

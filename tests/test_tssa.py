@@ -12,8 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench.measure import numerics
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.tssa import reference
 from attnbench.mechanisms.problem import Level, Mode
+from attnbench.mechanisms.tssa import reference
 
 MECH = registry.get("tssa")
 

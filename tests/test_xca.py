@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench.measure import numerics
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.xca.reference import normalise, xca
 from attnbench.mechanisms.problem import Level, Mode
+from attnbench.mechanisms.xca.reference import normalise, xca
 
 XCA = registry.get("xca")
 

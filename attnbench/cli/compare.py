@@ -58,8 +58,8 @@ def compare(
 
     Exit code 0 clean, 1 regression, 2 bad input.
     """
-    from attnbench.gate.compare import GateSettings, ab_compare, gate, read_ignore_file, report
     from attnbench.cli.tables import console
+    from attnbench.gate.compare import GateSettings, ab_compare, gate, read_ignore_file, report
     from attnbench.results.files import ResultsError
     from attnbench.suite.load import SuiteError
 

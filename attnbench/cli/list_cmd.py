@@ -11,9 +11,9 @@ def list_command(device: str) -> None:
     """List every mechanism and implementation, and whether each is available on this machine."""
     from rich.table import Table
 
-    from attnbench.run import environment
-    from attnbench.mechanisms import registry
     from attnbench.cli.tables import console
+    from attnbench.mechanisms import registry
+    from attnbench.run import environment
 
     try:
         device = environment.pick_device(device)

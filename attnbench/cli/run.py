@@ -32,8 +32,8 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     `--resume RUN_DIR` measures only the cases missing from it. Exit code 2 for a bad suite.
     `--compare-to BASELINE` then compares the run with BASELINE and exits as `attnbench compare` does.
     """
-    from attnbench.run import environment
     from attnbench.cli.tables import console as make_console
+    from attnbench.run import environment
     from attnbench.suite.load import SuiteError, load_suite
 
     console = make_console(stderr=True)
@@ -76,8 +76,8 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
 
 
 def _gate(baseline, run_dir: Path) -> None:
-    from attnbench.gate.compare import gate
     from attnbench.cli.tables import console
+    from attnbench.gate.compare import gate
     from attnbench.results.files import ResultsError
 
     try:

@@ -10,8 +10,8 @@ import click
 @click.option("--all-columns", is_flag=True, help="Show the mechanism parameters and error columns too.")
 def show(run_dir: str, all_columns: bool) -> None:
     """Print the table of one run (or every run below a folder)."""
-    from attnbench.results import files as results
     from attnbench.cli.tables import console, describe_run, rows_table
+    from attnbench.results import files as results
 
     try:
         runs = results.find_runs(run_dir)

@@ -864,8 +864,8 @@ class _AbSide:
 
     def measure(self, case: Case) -> dict[str, Any]:
         """The case's row from this side's worker; what the worker cannot report becomes the row's status."""
-        from attnbench.mechanisms import registry
         from attnbench.measure.case import empty_row
+        from attnbench.mechanisms import registry
         from attnbench.run.runner import WorkerLost
 
         impl = registry.get(case.problem.mechanism).impl(case.impl)

@@ -15,13 +15,11 @@ from typing import Any
 
 import torch
 
-from attnbench.measure import memory
-from attnbench.measure import numerics
+from attnbench.measure import memory, numerics, timing
 from attnbench.mechanisms import registry
-from attnbench.measure import timing
-from attnbench.suite.case import Case
 from attnbench.mechanisms.problem import Mode, Problem, itemsize
 from attnbench.results.files import ROW_FIELDS
+from attnbench.suite.case import Case
 
 # Messages of CUDA errors after which the process's CUDA context cannot be trusted.
 FATAL_CUDA_MARKERS = (

@@ -23,12 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnbench.run import environment
-from attnbench.results import files as results
 from attnbench.measure import timing
-from attnbench.suite.case import Case
 from attnbench.measure.case import empty_row
 from attnbench.measure.memory import method as memory_method
+from attnbench.results import files as results
+from attnbench.run import environment
+from attnbench.suite.case import Case
 
 if TYPE_CHECKING:
     from attnbench.suite.load import Suite

@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
-    from attnbench.run import environment
     from attnbench.measure import memory
-    from attnbench.suite.case import Case
     from attnbench.measure.case import measure_case
+    from attnbench.run import environment
+    from attnbench.suite.case import Case
 
     memory.warm_up(args.device)
 

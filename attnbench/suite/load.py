@@ -48,8 +48,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from attnbench.mechanisms import registry
-from attnbench.suite.case import Case, Limits, TimingSettings
 from attnbench.mechanisms.problem import DTYPES, Level, Mode, Problem
+from attnbench.suite.case import Case, Limits, TimingSettings
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_DTYPES = {"cuda": "bf16", "cpu": "fp32"}

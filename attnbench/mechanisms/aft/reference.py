@@ -53,9 +53,7 @@ def core(problem: Problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return conv(q, k, v, tensors["w_conv"])
 
 
-def simple(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, chunk: int = SCAN_CHUNK
-) -> torch.Tensor:
+def simple(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, chunk: int = SCAN_CHUNK) -> torch.Tensor:
     """AFT-simple: `q, k, v [B,T,H,d]` -> `[B,T,H,d]`; causal is a running-max-stabilised cumulative sum."""
     dtype = compute_dtype(q)
     qc, kc, vc = (channels(t, dtype) for t in (q, k, v))  # (B, T, C)

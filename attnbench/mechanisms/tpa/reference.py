@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.mechanisms.softmax.reference import attention
 from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.softmax.reference import attention
 
 FACTORS = (("A_q", "B_q", "R_q"), ("A_k", "B_k", "R_k"), ("A_v", "B_v", "R_v"))
 

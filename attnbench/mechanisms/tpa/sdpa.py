@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from attnbench.mechanisms.problem import Problem
 from attnbench.mechanisms.softmax.sdpa import sdpa_attention
 from attnbench.mechanisms.tpa.reference import qkv
-from attnbench.mechanisms.problem import Problem
 
 
 def core(problem: Problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

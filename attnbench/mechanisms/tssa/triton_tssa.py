@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from attnbench.mechanisms.tssa.reference import MASS_EPS, NORM_EPS
 from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.tssa.reference import MASS_EPS, NORM_EPS
 
 # Tests set this: outputs and fully written scratch then start as NaN, so an element a kernel forgot shows up.
 POISON = False
@@ -54,8 +54,20 @@ def _inv_norm(p_sumsq, o_c, m_c, NORM_EPS: tl.constexpr):
 
 @triton.jit
 def _memberships_kernel(
-    p_w, p_temp, p_sumsq, p_pi, p_pisq, p_mass, T, H, D, d,
-    NORM_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+    p_w,
+    p_temp,
+    p_sumsq,
+    p_pi,
+    p_pisq,
+    p_mass,
+    T,
+    H,
+    D,
+    d,
+    NORM_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
 ):
     """Pass 2, one token tile of one batch row, all heads: Π (stored), N[b,h,:] += Σ_t Π w², M[b,h] += Σ_t Π."""
     i_t, i_b = tl.program_id(0), tl.program_id(1)
@@ -137,8 +149,26 @@ def _head_grads(p_pisq, p_mass, p_gwpi, o_c, m_c, MASS_EPS: tl.constexpr):
 
 @triton.jit
 def _logit_grad_kernel(
-    p_w, p_g, p_temp, p_pi, p_sumsq, p_pisq, p_mass, p_gwpi, p_ds, p_dtemp, p_dnorm, T, H, D, d,
-    NORM_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+    p_w,
+    p_g,
+    p_temp,
+    p_pi,
+    p_sumsq,
+    p_pisq,
+    p_mass,
+    p_gwpi,
+    p_ds,
+    p_dtemp,
+    p_dnorm,
+    T,
+    H,
+    D,
+    d,
+    NORM_EPS: tl.constexpr,
+    MASS_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
 ):
     """Backward pass 2, one token tile of one batch row, all heads: ∂Π, the head-softmax backward to the logit
     gradient, ∂s = temp·∂a (stored), ∂temp += Σ_t ∂a·s and P[b,h,:] += Σ_t ∂s·w²."""
@@ -178,8 +208,24 @@ def _logit_grad_kernel(
 
 @triton.jit
 def _dw_kernel(
-    p_w, p_g, p_pi, p_ds, p_sumsq, p_pisq, p_mass, p_gwpi, p_dnorm, p_dw, T, H, D, d,
-    NORM_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    p_w,
+    p_g,
+    p_pi,
+    p_ds,
+    p_sumsq,
+    p_pisq,
+    p_mass,
+    p_gwpi,
+    p_dnorm,
+    p_dw,
+    T,
+    H,
+    D,
+    d,
+    NORM_EPS: tl.constexpr,
+    MASS_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Backward pass 3: dw = -g·Π·r + 2w·(Π·∂N + ∂s/n² + ∂S), ∂S = -P/n⁴ where the norm clamp is inactive."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -261,12 +307,45 @@ def _backward(g, w, temp, pi, sumsq, pisq, mass, block_t: int | None):
     grid = (triton.cdiv(n_tiles, tiles), B * H)
     _gradsum_kernel[grid](w, g, pi, gwpi, T, H, H * d, d, tiles, BLOCK_T=tile, BLOCK_D=cfg["BLOCK_D"], num_warps=warps)
     _logit_grad_kernel[(n_tiles, B)](
-        w, g, temp, pi, sumsq, pisq, mass, gwpi, ds, dtemp, dnorm, T, H, H * d, d,
-        NORM_EPS=NORM_EPS, MASS_EPS=MASS_EPS, **cfg,
+        w,
+        g,
+        temp,
+        pi,
+        sumsq,
+        pisq,
+        mass,
+        gwpi,
+        ds,
+        dtemp,
+        dnorm,
+        T,
+        H,
+        H * d,
+        d,
+        NORM_EPS=NORM_EPS,
+        MASS_EPS=MASS_EPS,
+        **cfg,
     )
     _dw_kernel[(n_tiles, B * H)](
-        w, g, pi, ds, sumsq, pisq, mass, gwpi, dnorm, dw, T, H, H * d, d,
-        NORM_EPS=NORM_EPS, MASS_EPS=MASS_EPS, BLOCK_T=tile, BLOCK_D=cfg["BLOCK_D"], num_warps=warps,
+        w,
+        g,
+        pi,
+        ds,
+        sumsq,
+        pisq,
+        mass,
+        gwpi,
+        dnorm,
+        dw,
+        T,
+        H,
+        H * d,
+        d,
+        NORM_EPS=NORM_EPS,
+        MASS_EPS=MASS_EPS,
+        BLOCK_T=tile,
+        BLOCK_D=cfg["BLOCK_D"],
+        num_warps=warps,
     )
     return dw, dtemp.to(temp.dtype)
 

@@ -71,8 +71,23 @@ def _prefix_grads(b_w, b_g, b_pi, p_carry_a, p_carry_m, o_c, m_c, MASS_EPS: tl.c
 
 @triton.jit
 def _memberships_kernel(
-    p_w, p_temp, p_beta, p_carry_w2, p_pi, p_cpw2, p_cpi, T, H, D, d, N_TILES, T_MAX,
-    PREFIX_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+    p_w,
+    p_temp,
+    p_beta,
+    p_carry_w2,
+    p_pi,
+    p_cpw2,
+    p_cpi,
+    T,
+    H,
+    D,
+    d,
+    N_TILES,
+    T_MAX,
+    PREFIX_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
 ):
     """Forward pass 2, one token tile of one batch row, all heads: Π (stored) and the tile sums of Πw², Π."""
     i_t, i_b = tl.program_id(0), tl.program_id(1)
@@ -104,8 +119,19 @@ def _memberships_kernel(
 
 @triton.jit
 def _output_kernel(
-    p_w, p_pi, p_carry_a, p_carry_m, p_out, T, H, D, d, N_TILES,
-    MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    p_w,
+    p_pi,
+    p_carry_a,
+    p_carry_m,
+    p_out,
+    T,
+    H,
+    D,
+    d,
+    N_TILES,
+    MASS_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Forward pass 3: out_t = -w_t·Π_t/(1 + A_t/(M_t + 1e-8)), one token tile of one (batch, head)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -119,7 +145,9 @@ def _output_kernel(
     o_wd = o_row[:, None] * D + i_h * d + o_c[None, :]
     b_w = tl.load(p_w + o_wd, mask=m_tc, other=0.0).to(tl.float32)
     b_pi = tl.load(p_pi + o_row * H + i_h, mask=m_t, other=0.0)
-    b_a = tl.load(p_carry_a + o_tile * d + o_c, mask=m_c, other=0.0)[None, :] + tl.cumsum(b_pi[:, None] * b_w * b_w, axis=0)
+    b_a = tl.load(p_carry_a + o_tile * d + o_c, mask=m_c, other=0.0)[None, :] + tl.cumsum(
+        b_pi[:, None] * b_w * b_w, axis=0
+    )
     b_z = tl.load(p_carry_m + o_tile) + tl.cumsum(b_pi, axis=0) + MASS_EPS
     b_out = -b_w * b_pi[:, None] / (1.0 + b_a / b_z[:, None])
     tl.store(p_out + o_wd, b_out.to(p_out.dtype.element_ty), mask=m_tc)
@@ -127,8 +155,21 @@ def _output_kernel(
 
 @triton.jit
 def _tile_gradsum_kernel(
-    p_w, p_g, p_pi, p_carry_a, p_carry_m, p_cda, p_cdz, T, H, D, d, N_TILES,
-    MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    p_w,
+    p_g,
+    p_pi,
+    p_carry_a,
+    p_carry_m,
+    p_cda,
+    p_cdz,
+    T,
+    H,
+    D,
+    d,
+    N_TILES,
+    MASS_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Backward pass 1: tile sums of ∂A `[B, n_tiles, H, d]` and ∂Z `[B, n_tiles, H]`, one (batch, head) tile."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -150,10 +191,31 @@ def _tile_gradsum_kernel(
 
 @triton.jit
 def _logit_grad_kernel(
-    p_w, p_g, p_temp, p_beta, p_pi, p_carry_w2, p_carry_a, p_carry_m, p_carry_da, p_carry_dz,
-    p_ds, p_dtemp, p_dbeta, p_cdc, T, H, D, d, N_TILES, T_MAX,
-    PREFIX_EPS: tl.constexpr, MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+    p_w,
+    p_g,
+    p_temp,
+    p_beta,
+    p_pi,
+    p_carry_w2,
+    p_carry_a,
+    p_carry_m,
+    p_carry_da,
+    p_carry_dz,
+    p_ds,
+    p_dtemp,
+    p_dbeta,
+    p_cdc,
+    T,
+    H,
+    D,
+    d,
+    N_TILES,
+    T_MAX,
+    PREFIX_EPS: tl.constexpr,
+    MASS_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
 ):
     """Backward pass 2, one token tile of one batch row, all heads: ∂Π_t = -Σ_c g·w·r + Σ_c Ā_t·w² + Z̄_t (Ā, Z̄
     the suffix sums of ∂A, ∂Z), the head-softmax backward to ∂a, then ∂s = temp·∂a (stored), ∂temp, ∂beta and
@@ -176,7 +238,9 @@ def _logit_grad_kernel(
         b_g = tl.load(p_g + o_wd, mask=m_tc, other=0.0).to(tl.float32)
         b_pih = tl.sum(tl.where(o_h[None, :] == h, b_pi, 0.0), axis=1)
         o_bh = o_tile + h
-        b_w2, b_r, b_da, b_dz = _prefix_grads(b_w, b_g, b_pih, p_carry_a + o_bh * d, p_carry_m + o_bh, o_c, m_c, MASS_EPS)
+        b_w2, b_r, b_da, b_dz = _prefix_grads(
+            b_w, b_g, b_pih, p_carry_a + o_bh * d, p_carry_m + o_bh, o_c, m_c, MASS_EPS
+        )
         b_da_sum = tl.load(p_carry_da + o_bh * d + o_c, mask=m_c, other=0.0)[None, :] + _suffix(b_da)
         b_dz_sum = tl.load(p_carry_dz + o_bh) + _suffix(b_dz)
         b_dpih = tl.sum(b_da_sum * b_w2 - b_g * b_w * b_r, axis=1) + b_dz_sum
@@ -202,8 +266,25 @@ def _logit_grad_kernel(
 
 @triton.jit
 def _dw_kernel(
-    p_w, p_g, p_pi, p_ds, p_carry_w2, p_carry_a, p_carry_m, p_carry_da, p_carry_dc, p_dw, T, H, D, d, N_TILES,
-    PREFIX_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    p_w,
+    p_g,
+    p_pi,
+    p_ds,
+    p_carry_w2,
+    p_carry_a,
+    p_carry_m,
+    p_carry_da,
+    p_carry_dc,
+    p_dw,
+    T,
+    H,
+    D,
+    d,
+    N_TILES,
+    PREFIX_EPS: tl.constexpr,
+    MASS_EPS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Backward pass 3: dw = -g·Π·r + 2w·(Π·Ā + ∂s/den + C̄), Ā and C̄ the suffix sums of ∂A and ∂C."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -275,8 +356,28 @@ def _backward(g, w, temp, beta, pi, carry_w2, carry_a, carry_m, block_t: int | N
     dtemp = torch.zeros(H, dtype=torch.float32, device=w.device)
     dbeta = torch.zeros(H, t_max, dtype=torch.float32, device=w.device)
     _logit_grad_kernel[(n_tiles, B)](
-        w, g, temp, beta, pi, carry_w2, carry_a, carry_m, carry_da, carry_dz, ds, dtemp, dbeta, cdc,
-        T, H, D, d, n_tiles, t_max, **eps, **cfg,
+        w,
+        g,
+        temp,
+        beta,
+        pi,
+        carry_w2,
+        carry_a,
+        carry_m,
+        carry_da,
+        carry_dz,
+        ds,
+        dtemp,
+        dbeta,
+        cdc,
+        T,
+        H,
+        D,
+        d,
+        n_tiles,
+        t_max,
+        **eps,
+        **cfg,
     )
     dw = scratch(B, T, H, d, like=w, dtype=w.dtype)
     _dw_kernel[(n_tiles, B * H)](

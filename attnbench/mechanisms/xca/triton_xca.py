@@ -28,9 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from attnbench.mechanisms.xca.reference import EPS
 from attnbench.mechanisms.problem import Problem
 from attnbench.mechanisms.registry import Unsupported
+from attnbench.mechanisms.xca.reference import EPS
 
 MAX_HEAD_DIM = 128  # the d×d fp32 accumulators live in registers
 MIN_TOKENS_PER_CHUNK = 256  # below this a chunk's program is mostly launch and reduce overhead
@@ -45,10 +45,25 @@ def _configs() -> list[triton.Config]:
 @triton.autotune(configs=_configs(), key=["D_HEAD"])
 @triton.jit
 def _gram_kernel(
-    q, k, g_part, nq_part, nk_part,
-    T, H, n_chunks, tokens_per_chunk,
-    stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
-    D_HEAD: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_T: tl.constexpr,
+    q,
+    k,
+    g_part,
+    nq_part,
+    nk_part,
+    T,
+    H,
+    n_chunks,
+    tokens_per_chunk,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    D_HEAD: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     """Forward pass 1, one program per (b·H + h, chunk): `Σ_t q_t k_tᵀ`, `Σ_t q_t²`, `Σ_t k_t²` over the chunk.
     Reads the chunk's q and k once; writes `BLOCK_D² + 2·BLOCK_D` fp32 partials."""
@@ -81,9 +96,19 @@ def _gram_kernel(
 
 @triton.jit
 def _reduce_kernel(
-    g_part, nq_part, nk_part, tau, attn, gram_hat, norm_q, norm_k,
-    H, n_chunks,
-    EPS: tl.constexpr, D_HEAD: tl.constexpr, BLOCK_D: tl.constexpr,
+    g_part,
+    nq_part,
+    nk_part,
+    tau,
+    attn,
+    gram_hat,
+    norm_q,
+    norm_k,
+    H,
+    n_chunks,
+    EPS: tl.constexpr,
+    D_HEAD: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Forward reduce, one program per (b, h): add the chunks, `Ĝ = G / (max(‖q‖, eps) max(‖k‖, eps)ᵀ)`,
     `A = softmax_rows(τ_h·Ĝ)` over the `d` real columns. Writes A, Ĝ (padded, fp32) and the raw norms."""
@@ -114,10 +139,23 @@ def _reduce_kernel(
 @triton.autotune(configs=_configs(), key=["D_HEAD"])
 @triton.jit
 def _apply_kernel(
-    v, attn, out,
-    T, H, n_chunks, tokens_per_chunk,
-    stride_vb, stride_vt, stride_vh, stride_ob, stride_ot, stride_oh,
-    D_HEAD: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_T: tl.constexpr,
+    v,
+    attn,
+    out,
+    T,
+    H,
+    n_chunks,
+    tokens_per_chunk,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_ob,
+    stride_ot,
+    stride_oh,
+    D_HEAD: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     """Forward pass 2, one program per (b·H + h, chunk): `O_t = A v_t` for the chunk's tokens. Reads v once,
     writes O once; A is read once per chunk."""
@@ -144,10 +182,28 @@ def _apply_kernel(
 @triton.autotune(configs=_configs(), key=["D_HEAD"])
 @triton.jit
 def _bwd_dv_kernel(
-    d_out, v, attn, dv, da_part,
-    T, H, n_chunks, tokens_per_chunk,
-    stride_gb, stride_gt, stride_gh, stride_vb, stride_vt, stride_vh, stride_dvb, stride_dvt, stride_dvh,
-    D_HEAD: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_T: tl.constexpr,
+    d_out,
+    v,
+    attn,
+    dv,
+    da_part,
+    T,
+    H,
+    n_chunks,
+    tokens_per_chunk,
+    stride_gb,
+    stride_gt,
+    stride_gh,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_dvb,
+    stride_dvt,
+    stride_dvh,
+    D_HEAD: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     """Backward pass 1, one program per (b·H + h, chunk): partial `dA = Σ_t dO_t v_tᵀ` over the chunk, and
     `dv_t = Aᵀ dO_t` for its tokens. Reads dO and v once, writes dv once and `BLOCK_D²` fp32 partials."""
@@ -177,9 +233,20 @@ def _bwd_dv_kernel(
 
 @triton.jit
 def _bwd_reduce_kernel(
-    da_part, attn, gram_hat, norm_q, norm_k, tau, mix_q, mix_k, vec, dtau,
-    H, n_chunks,
-    EPS: tl.constexpr, BLOCK_D: tl.constexpr,
+    da_part,
+    attn,
+    gram_hat,
+    norm_q,
+    norm_k,
+    tau,
+    mix_q,
+    mix_k,
+    vec,
+    dtau,
+    H,
+    n_chunks,
+    EPS: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Backward reduce, one program per (b, h). With `dĜ = τ·A ⊙ (dA − rowsum(dA ⊙ A))`, `q̂ = q / n_q`:
 
@@ -218,10 +285,30 @@ def _bwd_reduce_kernel(
 @triton.autotune(configs=_configs(), key=["D_HEAD"])
 @triton.jit
 def _bwd_qk_kernel(
-    q, k, mix_q, mix_k, vec, dq, dk,
-    T, H, n_chunks, tokens_per_chunk,
-    stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_gb, stride_gt, stride_gh,
-    D_HEAD: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_T: tl.constexpr,
+    q,
+    k,
+    mix_q,
+    mix_k,
+    vec,
+    dq,
+    dk,
+    T,
+    H,
+    n_chunks,
+    tokens_per_chunk,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_gb,
+    stride_gt,
+    stride_gh,
+    D_HEAD: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_T: tl.constexpr,
 ):
     """Backward pass 2, one program per (b·H + h, chunk): dq and dk from the reduce's maps (see
     `_bwd_reduce_kernel`). Reads q and k once, writes dq and dk (which share strides) once."""
@@ -304,21 +391,55 @@ def xca_forward(q, k, v, tau, tokens_per_chunk: int | None = None):
     nq_part = _empty((BH, n_chunks, BLOCK_D), torch.float32, device)
     nk_part = _empty((BH, n_chunks, BLOCK_D), torch.float32, device)
     _gram_kernel[_grid(BH, n_chunks)](
-        q, k, g_part, nq_part, nk_part, T, H, n_chunks, chunk, *_strides(q), *_strides(k),
-        D_HEAD=d, BLOCK_D=BLOCK_D, PRECISION=precision,
+        q,
+        k,
+        g_part,
+        nq_part,
+        nk_part,
+        T,
+        H,
+        n_chunks,
+        chunk,
+        *_strides(q),
+        *_strides(k),
+        D_HEAD=d,
+        BLOCK_D=BLOCK_D,
+        PRECISION=precision,
     )
     attn = _empty((BH, BLOCK_D, BLOCK_D), torch.float32, device)
     gram_hat = _empty((BH, BLOCK_D, BLOCK_D), torch.float32, device)
     norm_q = _empty((BH, BLOCK_D), torch.float32, device)
     norm_k = _empty((BH, BLOCK_D), torch.float32, device)
     _reduce_kernel[(BH,)](
-        g_part, nq_part, nk_part, tau, attn, gram_hat, norm_q, norm_k, H, n_chunks,
-        EPS=EPS, D_HEAD=d, BLOCK_D=BLOCK_D, num_warps=4 if BLOCK_D <= 64 else 8,
+        g_part,
+        nq_part,
+        nk_part,
+        tau,
+        attn,
+        gram_hat,
+        norm_q,
+        norm_k,
+        H,
+        n_chunks,
+        EPS=EPS,
+        D_HEAD=d,
+        BLOCK_D=BLOCK_D,
+        num_warps=4 if BLOCK_D <= 64 else 8,
     )
     out = _empty((B, T, H, d), q.dtype, device)
     _apply_kernel[_grid(BH, n_chunks)](
-        v, attn, out, T, H, n_chunks, chunk, *_strides(v), *_strides(out),
-        D_HEAD=d, BLOCK_D=BLOCK_D, PRECISION=precision,
+        v,
+        attn,
+        out,
+        T,
+        H,
+        n_chunks,
+        chunk,
+        *_strides(v),
+        *_strides(out),
+        D_HEAD=d,
+        BLOCK_D=BLOCK_D,
+        PRECISION=precision,
     )
     return out, attn, gram_hat, norm_q, norm_k
 
@@ -332,22 +453,63 @@ def xca_backward(q, k, v, tau, attn, gram_hat, norm_q, norm_k, d_out, tokens_per
     dv = _empty((B, T, H, d), v.dtype, device)
     da_part = _empty((BH, n_chunks, BLOCK_D, BLOCK_D), torch.float32, device)
     _bwd_dv_kernel[_grid(BH, n_chunks)](
-        d_out, v, attn, dv, da_part, T, H, n_chunks, chunk, *_strides(d_out), *_strides(v), *_strides(dv),
-        D_HEAD=d, BLOCK_D=BLOCK_D, PRECISION=precision,
+        d_out,
+        v,
+        attn,
+        dv,
+        da_part,
+        T,
+        H,
+        n_chunks,
+        chunk,
+        *_strides(d_out),
+        *_strides(v),
+        *_strides(dv),
+        D_HEAD=d,
+        BLOCK_D=BLOCK_D,
+        PRECISION=precision,
     )
     mix_q = _empty((BH, BLOCK_D, BLOCK_D), torch.float32, device)
     mix_k = _empty((BH, BLOCK_D, BLOCK_D), torch.float32, device)
     vec = _empty((BH, 4, BLOCK_D), torch.float32, device)
     dtau = _empty((B, H), torch.float32, device)
     _bwd_reduce_kernel[(BH,)](
-        da_part, attn, gram_hat, norm_q, norm_k, tau, mix_q, mix_k, vec, dtau, H, n_chunks,
-        EPS=EPS, BLOCK_D=BLOCK_D, num_warps=4 if BLOCK_D <= 64 else 8,
+        da_part,
+        attn,
+        gram_hat,
+        norm_q,
+        norm_k,
+        tau,
+        mix_q,
+        mix_k,
+        vec,
+        dtau,
+        H,
+        n_chunks,
+        EPS=EPS,
+        BLOCK_D=BLOCK_D,
+        num_warps=4 if BLOCK_D <= 64 else 8,
     )
     dq = _empty((B, T, H, d), q.dtype, device)
     dk = _empty((B, T, H, d), k.dtype, device)
     _bwd_qk_kernel[_grid(BH, n_chunks)](
-        q, k, mix_q, mix_k, vec, dq, dk, T, H, n_chunks, chunk, *_strides(q), *_strides(k), *_strides(dq),
-        D_HEAD=d, BLOCK_D=BLOCK_D, PRECISION=precision,
+        q,
+        k,
+        mix_q,
+        mix_k,
+        vec,
+        dq,
+        dk,
+        T,
+        H,
+        n_chunks,
+        chunk,
+        *_strides(q),
+        *_strides(k),
+        *_strides(dq),
+        D_HEAD=d,
+        BLOCK_D=BLOCK_D,
+        PRECISION=precision,
     )
     return dq, dk, dv, dtau.sum(dim=0).to(tau.dtype)
 
