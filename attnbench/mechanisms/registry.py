@@ -155,7 +155,8 @@ class Mechanism:
     - `check(problem)`: raises ValueError naming the argument for impossible combinations.
     - `flops(problem) -> FlopCount` (forward, at the problem's level: the layer adds its projections) and
       `min_bytes(problem, mode, itemsize) -> int` (the fewest bytes a fused implementation moves).
-    - `complexity`: "linear" or "quadratic" in T, what a plot's fitted exponent is compared with.
+    - `complexity`: "linear" or "quadratic" in T, what a plot's fitted exponent is compared with;
+      `variant_complexity` overrides it per variant (AFT-full is quadratic, its other variants linear).
     - `variant_param`: the parameter that names the variant in result rows (AFT's `variant`), if any.
     - `derived(problem)`: shape-derived values that result rows record (softmax attention's `G`).
     - `test_problems`: keyword sets for `problem()` at small awkward shapes (odd T, widths that are not powers
@@ -179,6 +180,7 @@ class Mechanism:
     tolerances: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TOLERANCES)
     bwd_flops_factor: float = 2.0
     variant_param: str | None = None
+    variant_complexity: Mapping[str, str] = field(default_factory=dict)
     derived: Callable[[Problem], Mapping[str, Any]] = lambda problem: {}
     test_problems: tuple[Mapping[str, Any], ...] = ()
     notes: str = ""
@@ -227,6 +229,10 @@ class Mechanism:
 
     def variant(self, problem: Problem) -> str:
         return str(problem.params[self.variant_param]) if self.variant_param else ""
+
+    def complexity_of(self, variant: str = "") -> str:
+        """ "linear" or "quadratic" in T for one of this mechanism's variants (or the mechanism itself)."""
+        return self.variant_complexity.get(variant, self.complexity)
 
     def tolerance(self, dtype: str) -> float:
         return self.tolerances.get(dtype, DEFAULT_TOLERANCES[dtype])
@@ -277,6 +283,13 @@ def all_impls() -> Iterable[tuple[Mechanism, Impl]]:
     for mechanism in mechanisms().values():
         for impl in mechanism.impls:
             yield mechanism, impl
+
+
+def complexity(mechanism: str, variant: str = "") -> str | None:
+    """ "linear" or "quadratic" in T for a registered mechanism (and variant), or None for one not registered here
+    (results of a mechanism registered elsewhere: their rows carry it)."""
+    found = mechanisms().get(mechanism)
+    return found.complexity_of(variant) if found else None
 
 
 def check_dtype(dtype: str) -> str:

@@ -37,6 +37,7 @@ ROW_FIELDS = (
     "D",
     "d",
     "params",
+    "complexity",
     "status",
     "reason",
     "time_ms",

@@ -70,6 +70,7 @@ class Case:
             "D": p.D,
             "d": p.d,
             "params": dict(sorted(p.params.items())),
+            "complexity": mechanism.complexity_of(mechanism.variant(p)),
         }
         fields.update(mechanism.derived(p))
         return fields

@@ -232,6 +232,7 @@ MECHANISMS = (
         title="Attention Free Transformer (full, simple, local, conv)",
         paper="https://arxiv.org/abs/2105.14103",
         complexity="linear",
+        variant_complexity={"full": "quadratic"},
         make_tensors=make_tensors,
         reference=IMPLS[0].load(),
         project=project,
