@@ -1,0 +1,278 @@
+"""A validated suite → the ordered list of `Case`s the runner measures.
+
+For each mechanism entry, each combination of its parameters, each implementation, each shape of the sweep,
+each `causal`, level, mode and dtype, one `Case`. Everything the schema cannot check on its own is checked
+here, against the registry: the mechanism and implementation names, the parameters and their values, and
+whether each shape is one the mechanism accepts. A shape it accepts but does not define (no causal form) and a
+mode or dtype an implementation does not support become cases marked unsupported, not errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from attnbench.mechanisms import registry
+from attnbench.mechanisms.problem import Level, Mode, Problem
+from attnbench.suite.case import Case, Limits, TimingSettings
+from attnbench.suite.errors import NO_VALUE, ErrorContext, Loc
+from attnbench.suite.schema import DEFAULT_DTYPES, MechanismEntry, SuiteSpec
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One point of the sweep, with the suite key each size came from (to blame it for an impossible shape)."""
+
+    B: int
+    T: int
+    H: int
+    d: int
+    source: Mapping[str, tuple[Loc, int]]  # axis of the problem → (suite key it came from, that key's value)
+
+    def dims(self) -> dict[str, int]:
+        return {"B": self.B, "T": self.T, "H": self.H, "d": self.d}
+
+
+def sweep_shapes(spec: SuiteSpec, ctx: ErrorContext) -> list[Shape]:
+    """Every shape of the sweep: d from d or D/H, B from B (default 1) or max(1, tokens // T)."""
+    sweep = spec.sweep
+    if sweep.d is not None and sweep.D is not None:
+        raise ctx.error(("sweep",), "give d (head dim) or D (model width), not both", {"d": sweep.d, "D": sweep.D})
+    if sweep.d is None and sweep.D is None:
+        raise ctx.error(("sweep",), "missing the head dim", NO_VALUE, "d (head dim) or D (model width)")
+    if sweep.B is not None and sweep.tokens is not None:
+        raise ctx.error(("sweep",), "give B or tokens, not both", {"B": sweep.B, "tokens": sweep.tokens})
+    width_key, widths = ("d", sweep.d) if sweep.d is not None else ("D", sweep.D)
+    batch_key, batches = ("B", sweep.B or [1]) if sweep.tokens is None else ("tokens", sweep.tokens)
+    shapes = []
+    for T, H, width, batch in itertools.product(sweep.T, sweep.H, widths, batches):
+        if width_key == "D" and width % H:
+            raise ctx.error(("sweep", "D"), f"D={width} is not divisible by H={H} (d = D/H)", width)
+        d = width if width_key == "d" else width // H
+        B = batch if batch_key == "B" else max(1, batch // T)
+        source = {
+            "T": (("sweep", "T"), T),
+            "H": (("sweep", "H"), H),
+            "d": (("sweep", width_key), width),
+            "B": (("sweep", batch_key), batch),
+        }
+        shapes.append(Shape(B, T, H, d, source))
+    return shapes
+
+
+def _mechanism(ctx: ErrorContext, index: int, entry: MechanismEntry) -> registry.Mechanism:
+    """The registered mechanism an entry names."""
+    registered = registry.mechanisms()
+    if entry.name not in registered:
+        raise ctx.error(("mechanisms", index, "name"), "unknown mechanism", entry.name, list(registered))
+    return registered[entry.name]
+
+
+def _entry_impls(
+    ctx: ErrorContext, index: int, entry: MechanismEntry, spec: SuiteSpec, mechanism: registry.Mechanism
+) -> list[registry.Impl]:
+    """The entry's own implementations; else the suite's that the mechanism declares; else all it declares."""
+    declared = mechanism.impl_names
+    if entry.impls is not None:
+        for position, name in enumerate(entry.impls):
+            if name not in declared:
+                loc = ("mechanisms", index, "impls", position)
+                raise ctx.error(loc, f"not an implementation of {mechanism.name}", name, declared)
+        return [mechanism.impl(name) for name in entry.impls]
+    if spec.impls is None:
+        return list(mechanism.impls)
+    chosen = [mechanism.impl(name) for name in spec.impls if name in declared]
+    if not chosen:
+        problem = f"{mechanism.name} declares none of the suite's impls (give this entry its own impls)"
+        raise ctx.error(("mechanisms", index), problem, spec.impls, declared)
+    return chosen
+
+
+def _check_suite_impls(ctx: ErrorContext, spec: SuiteSpec) -> None:
+    """A suite-level implementation may be skipped by some mechanisms, but must belong to at least one."""
+    known = sorted({impl.name for _, impl in registry.all_impls()})
+    for position, name in enumerate(spec.impls or ()):
+        if name not in known:
+            raise ctx.error(("impls", position), "unknown implementation", name, known)
+
+
+def _param_allowed(param: registry.Param) -> str:
+    """What a parameter accepts, in the words of an error's `allowed`."""
+    if param.choices is not None:
+        return ", ".join(str(choice) for choice in param.choices)
+    if param.default is None or isinstance(param.default, int):
+        bound = f" >= {param.minimum}" if param.minimum is not None else ""
+        optional = " or null" if param.default is None else ""
+        return f"an integer{bound}{optional} ({param.doc})"
+    return param.doc
+
+
+def _param_sets(
+    ctx: ErrorContext, index: int, entry: MechanismEntry, mechanism: registry.Mechanism
+) -> list[dict[str, Any]]:
+    """Every combination of the entry's parameter values (only the parameters it names)."""
+    declared = mechanism.params
+    swept: dict[str, list[Any]] = {}
+    for name, given in entry.params.items():
+        loc = ("mechanisms", index, "params", name)
+        if name not in declared:
+            allowed = [f"{key} ({param.doc})" for key, param in declared.items()] or f"none ({mechanism.name})"
+            raise ctx.error(loc, f"not a parameter of {mechanism.name}", name, allowed)
+        values = given if isinstance(given, list) else [given]
+        if not values:
+            raise ctx.error(loc, "an empty sweep", given, _param_allowed(declared[name]))
+        for value in values:
+            try:
+                if isinstance(value, (list, dict)):
+                    raise ValueError("not a scalar (a list sweeps scalar values)")
+                declared[name].check(mechanism.name, name, value)
+            except ValueError as exc:
+                problem = re.sub(r", got .*$", "", str(exc))  # the value follows as `got`
+                raise ctx.error(loc, problem, value, _param_allowed(declared[name])) from None
+        swept[name] = values
+    return [dict(zip(swept, combination, strict=True)) for combination in itertools.product(*swept.values())]
+
+
+@dataclass(frozen=True)
+class _Point:
+    """Where in the suite a problem is built: the entry, its mechanism and parameters, shape, causal, level."""
+
+    index: int
+    mechanism: registry.Mechanism
+    params: dict[str, Any]
+    shape: Shape
+    causal: bool
+    level: str
+
+    def build(self, params: Mapping[str, Any]) -> Problem:
+        """The mechanism's problem at this point with `params` (raises what `Mechanism.problem` raises)."""
+        return self.mechanism.problem(**self.shape.dims(), causal=self.causal, level=self.level, **params)
+
+
+def _problem(ctx: ErrorContext, point: _Point) -> tuple[Problem, str | None]:
+    """The checked problem, and why the mechanism does not define it (None when it does)."""
+    mechanism, shape = point.mechanism, point.shape
+    try:
+        return point.build(point.params), None
+    except registry.Unsupported as exc:
+        resolved = {
+            name: param.check(mechanism.name, name, point.params.get(name, param.default))
+            for name, param in mechanism.params.items()
+        }
+        problem = Problem(
+            mechanism.name, shape.B, shape.T, shape.H, shape.d, point.causal, Level(point.level), resolved
+        )
+        return problem, str(exc)
+    except ValueError as exc:
+        loc, value = _blame(point, str(exc))
+        at = " ".join(f"{axis}={size}" for axis, size in shape.dims().items())
+        at += f" causal={point.causal} level={point.level}"
+        raise ctx.error(loc, f"impossible shape at {at}: {exc}", value) from None
+
+
+def _blame(point: _Point, message: str) -> tuple[Loc, Any]:
+    """The suite key to point at for a shape the mechanism rejects: a parameter the entry sets whose default
+    makes the shape valid (those the mechanism's message names first), else the sweep axis it names first."""
+
+    def mentioned(name: str) -> float:
+        found = re.search(rf"\b{re.escape(name)}\b", message)
+        return found.start() if found else float("inf")
+
+    for name in sorted(point.params, key=mentioned):
+        others = {key: other for key, other in point.params.items() if key != name}
+        try:
+            point.build(others)
+        except registry.Unsupported:
+            pass  # valid, merely undefined: the parameter was what made the shape impossible
+        except ValueError:
+            continue
+        return ("mechanisms", point.index, "params", name), point.params[name]
+    named = [(match.start(), match.group()) for match in re.finditer(r"\b[BTHd]\b", message)]
+    if named:
+        return point.shape.source[min(named)[1]]
+    return ("mechanisms", point.index), point.mechanism.name
+
+
+def case_seed(problem: Problem, dtype: str) -> int:
+    """A stable seed from the problem and dtype: reruns, and every impl and mode of one problem, see the same
+    inputs, so their errors against the reference are comparable."""
+    key = {
+        "mechanism": problem.mechanism,
+        "params": dict(sorted(problem.params.items())),
+        "level": problem.level.value,
+        "causal": problem.causal,
+        "B": problem.B,
+        "T": problem.T,
+        "H": problem.H,
+        "d": problem.d,
+        "dtype": dtype,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+def expand_cases(ctx: ErrorContext, spec: SuiteSpec, device: str) -> list[Case]:
+    """Every case of the suite, ordered mechanism entry, params, impl, level, mode, dtype, causal, shape."""
+    _check_suite_impls(ctx, spec)
+    shapes = sweep_shapes(spec, ctx)
+    timing = TimingSettings(**spec.timing.model_dump())
+    limits = Limits(**spec.limits.model_dump())
+    dtypes = spec.dtypes or [DEFAULT_DTYPES[device]]
+    keyed: list[tuple[tuple, Case]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(spec.mechanisms):
+        mechanism = _mechanism(ctx, index, entry)
+        impls = _entry_impls(ctx, index, entry, spec, mechanism)
+        for p_index, params in enumerate(_param_sets(ctx, index, entry, mechanism)):
+            for shape, (c_index, causal), (l_index, level) in itertools.product(
+                shapes, enumerate(spec.causal), enumerate(spec.levels)
+            ):
+                problem, reason = _problem(ctx, _Point(index, mechanism, params, shape, causal, level))
+                for (i_index, impl), (m_index, mode), (t_index, dtype) in itertools.product(
+                    enumerate(impls), enumerate(spec.modes), enumerate(dtypes)
+                ):
+                    mode = Mode(mode)
+                    why = reason or impl.unsupported_reason(problem, mode, dtype)
+                    case = Case(problem, impl.name, mode, dtype, timing, limits, case_seed(problem, dtype), why)
+                    if case.case_id in seen:
+                        problem_text = f"repeats the case {case.describe()} (a value repeats, or entries overlap)"
+                        raise ctx.error(("mechanisms", index), problem_text, NO_VALUE, None)
+                    seen.add(case.case_id)
+                    order = (index, p_index, i_index, l_index, m_index, t_index, c_index)
+                    keyed.append(((*order, shape.T, shape.B, shape.H, shape.d), case))
+    keyed.sort(key=lambda item: item[0])
+    return [case for _, case in keyed]
+
+
+def _labels(case: Case) -> tuple[str, str]:
+    """The names `--only` matches a case by: its mechanism, and `mechanism:variant` (the name alone when the
+    mechanism has no variants)."""
+    mechanism = registry.get(case.problem.mechanism)
+    variant = mechanism.variant(case.problem)
+    return case.problem.mechanism, f"{case.problem.mechanism}:{variant}" if variant else case.problem.mechanism
+
+
+def filter_cases(ctx: ErrorContext, cases: list[Case], only: Sequence[str], impls: Sequence[str]) -> list[Case]:
+    """The cases `--only` (mechanisms) and `--impl` (implementations) keep; a filter matching nothing is an
+    error listing what the suite has."""
+    if only:
+        labels = [_labels(case) for case in cases]
+        existing = sorted({name for pair in labels for name in pair})
+        for wanted in only:
+            if not any(wanted in pair for pair in labels):
+                raise ctx.error("--only", "matches no mechanism of this suite", wanted, existing)
+        cases = [case for case, pair in zip(cases, labels, strict=True) if any(wanted in pair for wanted in only)]
+    if impls:
+        existing = sorted({case.impl for case in cases})
+        for wanted in impls:
+            if wanted not in existing:
+                raise ctx.error("--impl", "matches no implementation of this suite", wanted, existing)
+        cases = [case for case in cases if case.impl in impls]
+    if not cases:
+        raise ctx.error("", "expands to zero cases", {"only": list(only), "impls": list(impls)})
+    return cases
