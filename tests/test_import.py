@@ -24,3 +24,12 @@ def test_registry_and_cli_do_not_import_triton_or_touch_cuda():
         "print('triton' in sys.modules, torch.cuda.is_initialized())"
     )
     assert _run(code) == "False False"
+
+
+def test_importing_the_registry_loads_no_mechanism():
+    """Mechanism modules (built-in and plug-ins) load on the first `mechanisms()` call, not on import."""
+    code = (
+        "import sys, attnbench.mechanisms.registry\n"
+        "print(sorted(m for m in sys.modules if m.endswith('.spec') or m in ('torch', 'importlib.metadata')))"
+    )
+    assert _run(code) == "[]"

@@ -1,8 +1,12 @@
 """The mechanism registry: every mechanism declared in one place, its implementations loaded lazily by name.
 
 A mechanism lives in `attnbench/mechanisms/<name>/spec.py`, which builds a `Mechanism` (or several that share
-code, as `mha`/`gqa`/`mqa` do) and lists it in `MECHANISMS`. Each spec names its implementations as
-`"module:function"` strings, so importing the registry imports torch and the references but never triton.
+code, as `mha`/`gqa`/`mqa` do) and lists it in `MECHANISMS`. Out-of-tree mechanisms are modules of the same shape,
+registered by an installed package's entry point or named in `ATTNBENCH_MECHANISMS` (see `plugins.py`).
+
+Importing this module is cheap (no torch): the spec modules are imported on the first `mechanisms()` call. Each
+spec names its implementations as `"module:function"` strings, so loading the registry imports torch and the
+references but never triton.
 
 Every implementation has one signature: `fn(problem, tensors, **options) -> Tensor`, where `tensors` are the
 core inputs and learned core parameters (see each mechanism's `make_tensors`), and the result is the core
@@ -21,6 +25,7 @@ from functools import cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from attnbench.mechanisms import plugins
 from attnbench.mechanisms.problem import DTYPES, Level, Mode, Problem
 
 if TYPE_CHECKING:
@@ -29,9 +34,13 @@ if TYPE_CHECKING:
     Tensors = dict[str, torch.Tensor]
 
 ALL_MODES = frozenset(Mode)
-# Extra mechanism modules, comma-separated, loaded after the built-in ones: out-of-tree mechanisms (and the
-# test suite's fault-injection mechanism) register this way, and worker processes inherit it.
-PLUGIN_ENV = "ATTNBENCH_MECHANISMS"
+# Extra mechanism modules, comma-separated, loaded after the built-in ones and the installed plug-ins: a module on
+# the path that is not installed as a package (the test suite's fault-injection mechanism) registers this way, and
+# worker processes inherit it.
+PLUGIN_ENV = plugins.PLUGIN_ENV
+# The entry-point group through which an installed package registers its mechanism modules.
+ENTRY_POINT_GROUP = plugins.ENTRY_POINT_GROUP
+# The built-in mechanism modules, registered first and in this order.
 MECHANISM_MODULES = (
     "attnbench.mechanisms.softmax.spec",
     "attnbench.mechanisms.tssa.spec",
@@ -258,24 +267,77 @@ def _load_target(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
+class PluginError(ValueError):
+    """Out-of-tree mechanism modules failed to load; the message holds one line per module."""
+
+
+# What the last registry load could not register, one line per plug-in module (see `load_errors`).
+_load_errors: tuple[str, ...] = ()
+
+
 @cache
 def mechanisms() -> Mapping[str, Mechanism]:
-    """Every registered mechanism by name, in registration order."""
+    """Every registered mechanism by name, in registration order.
+
+    First the built-in modules (`MECHANISM_MODULES`), then the modules that installed packages declare in the
+    `attnbench.mechanisms` entry-point group, then those named in `ATTNBENCH_MECHANISMS`. A built-in module that
+    fails to load is a bug, and raises. A plug-in module that fails to import, declares no `MECHANISMS` or
+    registers a name already taken is left out whole and reported by `load_errors()`: one broken plug-in never
+    hides the other mechanisms. `mechanisms.cache_clear()` makes the next call load everything again.
+    """
+    global _load_errors
     found: dict[str, Mechanism] = {}
-    plugins = tuple(name.strip() for name in os.environ.get(PLUGIN_ENV, "").split(",") if name.strip())
-    for module_name in MECHANISM_MODULES + plugins:
-        for mechanism in importlib.import_module(module_name).MECHANISMS:
-            if mechanism.name in found:
-                raise ValueError(f"mechanism {mechanism.name!r} is registered twice")
-            found[mechanism.name] = mechanism
+    owners: dict[str, str] = {}
+    for module_name in MECHANISM_MODULES:
+        _register(found, owners, module_name, plugins.import_mechanisms(module_name))
+    errors = []
+    for source in plugins.plugin_sources():
+        try:
+            _register(found, owners, source.module, plugins.import_mechanisms(source.module))
+        except Exception as exc:  # whatever a third-party module raises on import, the others still load
+            errors.append(source.failure(exc))
+    _load_errors = tuple(errors)
     return MappingProxyType(found)
 
 
+def _register(found: dict[str, Mechanism], owners: dict[str, str], module_name: str, declared: tuple) -> None:
+    """Add one module's mechanisms, all or none: `PluginRejected` names the first that cannot be registered."""
+    names: list[str] = []
+    for mechanism in declared:
+        if not isinstance(mechanism, Mechanism):
+            raise plugins.PluginRejected(f"MECHANISMS holds a {type(mechanism).__name__}, not a Mechanism")
+        if mechanism.name in owners or mechanism.name in names:
+            owner = owners.get(mechanism.name, module_name)
+            raise plugins.PluginRejected(f"mechanism {mechanism.name!r} is already registered (by {owner})")
+        names.append(mechanism.name)
+    for mechanism in declared:
+        found[mechanism.name] = mechanism
+        owners[mechanism.name] = module_name
+
+
+def load_errors() -> tuple[str, ...]:
+    """One line per plug-in module that failed to load (empty when every one loaded), loading the registry first."""
+    mechanisms()
+    return _load_errors
+
+
+def check_plugins() -> None:
+    """Raise `PluginError` when a plug-in module failed to load: for commands that must not run, or record
+    results, with a mechanism silently missing."""
+    errors = load_errors()
+    if errors:
+        raise PluginError("\n".join(errors))
+
+
 def get(name: str) -> Mechanism:
-    """The mechanism called `name`; ValueError lists the registered names otherwise."""
+    """The mechanism called `name`; ValueError lists the registered names otherwise, and the plug-in modules that
+    failed to load (the mechanism may be one of theirs)."""
     registered = mechanisms()
     if name not in registered:
-        raise ValueError(f"mechanism must be one of {list(registered)}, got {name!r}")
+        message = f"mechanism must be one of {list(registered)}, got {name!r}"
+        if _load_errors:
+            message += "; " + "; ".join(_load_errors)
+        raise ValueError(message)
     return registered[name]
 
 
