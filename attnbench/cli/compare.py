@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from attnbench.cli.run import split_values
+
 
 @click.command()
 @click.argument("paths", nargs=-1, metavar="BASE HEAD | --ab REF_A REF_B SUITE")
@@ -59,8 +61,11 @@ def compare(
     Exit code 0 clean, 1 regression, 2 bad input.
     """
     from attnbench.cli.tables import console
-    from attnbench.gate.compare import GateSettings, ab_compare, gate, read_ignore_file, report
+    from attnbench.gate.report import gate, report
+    from attnbench.gate.settings import GateSettings
+    from attnbench.gate.sides import read_ignore_file
     from attnbench.results.files import ResultsError
+    from attnbench.run.folders import RunError
     from attnbench.suite.load import SuiteError
 
     expected = ("REF_A REF_B SUITE", 3) if ab else ("BASE HEAD", 2)
@@ -71,24 +76,11 @@ def compare(
         ignored = read_ignore_file(ignore_file) if ignore_file else ()
         settings = GateSettings(**{**gate_options, "ignore": (*gate_options["ignore"], *ignored)})
         if ab:
-            from attnbench.run import environment
-
-            comparison = ab_compare(
-                *paths,
-                repo=repo,
-                device=environment.pick_device(device),
-                overrides=overrides,
-                only=_split(only),
-                impls=_split(impls),
-                rounds=rounds,
-                out_dir=out_dir,
-                settings=settings,
-                on_case=_progress,
-            )
-            report(comparison, **outputs)
+            ab_options = {"repo": repo, "out_dir": out_dir, "rounds": rounds, "overrides": overrides}
+            comparison = report(_run_ab(paths, settings, device, only, impls, **ab_options), **outputs)
         else:
             comparison = gate(*paths, settings, **outputs)
-    except (ResultsError, SuiteError, ValueError) as exc:
+    except (ResultsError, RunError, SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("interrupted: the A/B runs are marked interrupted and kept", err=True)
@@ -96,13 +88,26 @@ def compare(
     raise SystemExit(comparison.exit_code)
 
 
+def _run_ab(paths, settings, device: str, only, impls, **options):
+    """`--ab`: run the suite with both revisions' mechanisms interleaved on the chosen device, then compare."""
+    from attnbench.run import environment
+    from attnbench.run.ab import ab_compare
+
+    return ab_compare(
+        *paths,
+        device=environment.pick_device(device),
+        only=split_values(only),
+        impls=split_values(impls),
+        settings=settings,
+        on_case=_progress,
+        **options,
+    )
+
+
 def _progress(index, total, case, row) -> None:
+    """One line on stderr as each A/B case starts."""
     if row is None:
         click.echo(f"[{index + 1}/{total}] {case.describe()}", err=True)
-
-
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
 @click.group()

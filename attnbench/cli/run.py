@@ -40,12 +40,12 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     try:
         resolved_device = environment.pick_device(device)
         suite = load_suite(
-            suite_path, device=resolved_device, overrides=overrides, only=_split(only), impls=_split(impls)
+            suite_path, device=resolved_device, overrides=overrides, only=split_values(only), impls=split_values(impls)
         )
     except (SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if compare_to is not None:
-        from attnbench.gate.compare import check_base_path
+        from attnbench.gate.sides import check_base_path
         from attnbench.results.files import ResultsError
 
         try:
@@ -55,7 +55,7 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     if dry_run:
         _print_cases(suite)
         return
-    from attnbench.run.runner import RunError
+    from attnbench.run.folders import RunError
 
     try:
         summary = _run_with_progress(suite, Path(out_dir), resume, console)
@@ -76,8 +76,9 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
 
 
 def _gate(baseline, run_dir: Path) -> None:
+    """Gate the finished run against BASELINE with `attnbench compare`'s defaults; exit as it would."""
     from attnbench.cli.tables import console
-    from attnbench.gate.compare import gate
+    from attnbench.gate.report import gate
     from attnbench.results.files import ResultsError
 
     try:
@@ -89,6 +90,7 @@ def _gate(baseline, run_dir: Path) -> None:
 
 
 def _run_with_progress(suite, out_dir: Path, resume, console):
+    """`run_suite` under a progress bar that names the case being measured."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -121,11 +123,13 @@ def _run_with_progress(suite, out_dir: Path, resume, console):
 
 
 def _print_cases(suite) -> None:
+    """The expanded cases, one per line, as `--dry-run` prints them."""
     for case in suite.cases:
         note = f"  [unsupported: {case.unsupported}]" if case.unsupported else ""
         click.echo(case.describe() + note)
     click.echo(f"{len(suite.cases)} cases from {suite.path} on {suite.device}")
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+def split_values(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The values of a repeatable option, each of which may also be a comma-separated list."""
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())

@@ -30,6 +30,7 @@ def console(stderr: bool = False) -> Console:
 
 
 def describe_run(run_dir: Path, meta: dict[str, Any]) -> Text:
+    """A run's header: folder, status, suite, device, versions, commit and measured ceilings."""
     device, versions, git = meta.get("device", {}), meta.get("versions", {}), meta.get("git", {})
     commit = (git.get("commit") or "unknown")[:10] + (" (dirty)" if git.get("dirty") else "")
     ceilings = meta.get("ceilings") or {}
@@ -47,6 +48,8 @@ def describe_run(run_dir: Path, meta: dict[str, Any]) -> Text:
 
 
 def rows_table(rows: list[dict[str, Any]], *, all_columns: bool = False, title: str | None = None) -> Table:
+    """One line per row: the case, its status, time, peak memory, rates and error (parameters and reason too
+    with `all_columns`)."""
     table = Table(title=title)
     columns = ["mechanism", "impl", "level", "mode", "dtype", "causal", "B", "T", "H", "d", "status"]
     numbers = ["time_ms", "peak_MiB", "tflops", "gbps", "rel_err"]
@@ -97,6 +100,7 @@ def summary_tables(rows: list[dict[str, Any]], slowest: int = 5) -> list[Table]:
 
 
 def _case_label(row: dict[str, Any]) -> str:
+    """A failed case named in one line for the failures table."""
     own = ",".join(f"{k}={v}" for k, v in (row.get("params") or {}).items())
     causal = " causal" if row.get("causal") else ""
     return (
@@ -106,8 +110,10 @@ def _case_label(row: dict[str, Any]) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A value as a table cell (empty for None)."""
     return "" if value is None else str(value)
 
 
 def _number(value: Any, fmt: str) -> str:
+    """A number formatted with `fmt` (empty for None)."""
     return "" if value is None else fmt.format(value)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import time
 import traceback
-from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -18,7 +17,6 @@ import torch
 from attnbench.measure import memory, numerics, timing
 from attnbench.mechanisms import registry
 from attnbench.mechanisms.problem import Mode, Problem, itemsize
-from attnbench.results.files import ROW_FIELDS
 from attnbench.suite.case import Case
 
 # Messages of CUDA errors after which the process's CUDA context cannot be trusted.
@@ -33,16 +31,9 @@ FATAL_CUDA_MARKERS = (
 OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED")
 
 
-def empty_row(case: Case) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
-    row.update(case.row_base())
-    row["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return row
-
-
 def measure_case(case: Case, device: str, ceilings: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
     """The row of one case, and whether the worker must be replaced (its CUDA context is poisoned)."""
-    row = empty_row(case)
+    row = case.empty_row()
     begin = time.perf_counter()
     fatal = False
     try:
@@ -71,6 +62,7 @@ def measure_case(case: Case, device: str, ceilings: dict[str, Any] | None) -> tu
 
 
 def _measure(case: Case, device: str, ceilings: dict[str, Any], row: dict[str, Any]) -> None:
+    """Fill `row` with the case's timing, peak memory, derived rates and (when the suite asks) numerics."""
     mechanism = registry.get(case.problem.mechanism)
     problem, mode, dtype = case.problem, Mode(case.mode), case.dtype
     core = mechanism.impl(case.impl).load()
@@ -137,6 +129,7 @@ def _time_and_peak(case: Case, mechanism, core, device: str) -> tuple[timing.Tim
 
 
 def _check_numerics(case: Case, mechanism, core, device: str, row: dict[str, Any]) -> None:
+    """Compare the implementation with the float64 reference and record the errors and the verdict in `row`."""
     problem = numerics_problem(mechanism, case.problem, case.limits.reference_max_elements, Mode(case.mode))
     result = numerics.compare(mechanism, core, problem, case.dtype, device, mode=Mode(case.mode), seed=case.seed)
     row.update(
@@ -177,24 +170,29 @@ def numerics_problem(mechanism, problem: Problem, max_elements: int, mode: Mode)
 
 
 def _elements(mechanism, problem: Problem) -> int:
+    """Elements of the problem's inputs and output (counted on the meta device: nothing is allocated)."""
     tensors = mechanism.make_tensors(problem, torch.float32, "meta", None)
     return sum(t.numel() for t in tensors.values()) + problem.B * problem.T * problem.D
 
 
 def _nothing():
+    """No preparation: the timed call needs no fresh state before each sample."""
     return None
 
 
 def _is_oom(exc: BaseException) -> bool:
+    """Whether the exception means the device (or host) ran out of memory."""
     oom_type = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     return isinstance(exc, oom_type) or any(marker in str(exc) for marker in OOM_MARKERS)
 
 
 def _first_line(message: str) -> str:
+    """The first line of a message, at most 500 characters, for a row's reason."""
     return message.splitlines()[0][:500] if message else message
 
 
 def _with_location(message: str, exc: BaseException) -> str:
+    """The message's first line and the file and line where the exception was raised."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
     return _first_line(message) + where

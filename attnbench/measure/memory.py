@@ -8,6 +8,8 @@ libraries allocate outside PyTorch's allocator (oneDNN, OpenMP) is not seen, as 
 Why not the process's resident set size: glibc recycles freed memory inside its heap, where RSS does not show it,
 and after a call that grew the heap, small allocations re-touch pages scattered over it; measured that way, the
 same AFT-local backward read 290 MiB in a fresh worker and 580–830 MiB after a few warm-up calls.
+
+Runs describe this method in their meta.json with `attnbench.measure.methods.memory_method`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,6 @@ import torch
 class Peak:
     allocated_bytes: int
     reserved_bytes: int | None
-
-
-def method(device: str) -> str:
-    if device == "cuda":
-        return "torch.cuda.max_memory_allocated during the call minus memory_allocated before it (inputs excluded)"
-    return (
-        "peak of the bytes live in PyTorch's CPU allocator during the call minus those live before it (inputs "
-        "excluded), from torch.profiler's allocation events"
-    )
 
 
 def measure(call: Callable[[Any], Any], prepare: Callable[[], Any], device: str) -> Peak:

@@ -4,6 +4,7 @@ The protocol follows `triton.testing.do_bench`: time-based warm-up, then enough 
 `rep_ms` (bounded by `min_reps`/`max_reps`), the L2 cache flushed before each CUDA sample so every sample reads
 its inputs from device memory. Untimed preparation (a fresh forward graph for a backward) runs outside the timed
 region. The first call, which pays compilation and autotuning, is timed on its own and never enters the median.
+Runs describe this method in their meta.json with `attnbench.measure.methods.timer_method`.
 """
 
 from __future__ import annotations
@@ -38,12 +39,6 @@ class Timing:
     @property
     def p80_ms(self) -> float:
         return float(np.percentile(self.samples_ms, 80))
-
-
-def method(device: str) -> str:
-    if device == "cuda":
-        return "torch.cuda.Event pairs around each call, L2 flushed before each sample"
-    return "time.perf_counter around each call"
 
 
 def time_call(

@@ -3,7 +3,7 @@
 A baseline keeps what the regression gate needs from a run and nothing else: the run's meta (device, driver,
 library versions, timer settings, git commit) and, per case key, its status, median, p20/p80, numerics verdict
 and its timing samples, thinned to at most `max_samples` evenly spaced order statistics (the thinned samples
-have the run's distribution, so the rank test and the bootstrap in `attnbench.gate.compare` read them like a run).
+have the run's distribution, so the rank test and the bootstrap in `attnbench.gate.stats` read them like a run).
 
     {"format": "attnbench-baseline", "format_version": 1, "schema_version": 1, "saved_at": ..., "source_run": ...,
      "meta": {...}, "cases": {"<case_id>": {"mechanism": ..., "status": "ok", "time_ms": ..., "samples_ms": [...]}}}
@@ -18,14 +18,20 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attnbench.results import files as results
-from attnbench.results.files import KEY_FIELDS, ResultsError
+from attnbench.results.files import (
+    KEY_FIELDS,
+    SCHEMA_VERSION,
+    ResultsError,
+    find_runs,
+    read_meta,
+    read_rows,
+    timestamp,
+)
 
 FORMAT = "attnbench-baseline"
 FORMAT_VERSION = 1
@@ -76,6 +82,7 @@ def device_slug(name: str) -> str:
 
 
 def baseline_name(suite_name: str, device_name: str) -> str:
+    """The file name of the baseline of a suite on a device: `<suite>-<device slug>.json`."""
     return f"{suite_name}-{device_slug(device_name)}.json"
 
 
@@ -91,7 +98,7 @@ def thin_samples(samples: Sequence[float], max_samples: int) -> list[float]:
 def make_baseline(
     meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], *, source: str, max_samples: int
 ) -> dict[str, Any]:
-    """The baseline document of one run (`meta`, `rows` as `results.read_meta`/`read_rows` give them)."""
+    """The baseline document of one run (`meta`, `rows` as `read_meta`/`read_rows` give them)."""
     cases: dict[str, dict[str, Any]] = {}
     for row in rows:
         case = {name: row.get(name) for name in KEPT_ROW}
@@ -101,8 +108,8 @@ def make_baseline(
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "schema_version": results.SCHEMA_VERSION,
-        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "schema_version": SCHEMA_VERSION,
+        "saved_at": timestamp(),
         "source_run": source,
         "max_samples": max_samples,
         "meta": {name: meta.get(name) for name in KEPT_META},
@@ -124,12 +131,12 @@ def save_baseline(
     """
     if max_samples < 1:
         raise BaselineError(f"max_samples must be >= 1, got {max_samples}")
-    runs = results.find_runs(Path(run_dir))
+    runs = find_runs(Path(run_dir))
     if len(runs) != 1:
         found = "no run" if not runs else f"{len(runs)} runs"
         raise BaselineError(f"{run_dir}: expected one run folder (with meta.json), found {found}")
-    meta = results.read_meta(runs[0])
-    rows = results.read_rows(runs[0])
+    meta = read_meta(runs[0])
+    rows = read_rows(runs[0])
     if not rows:
         raise BaselineError(f"{run_dir}: the run has no rows")
     if meta.get("status") != "complete" and not allow_incomplete:
@@ -159,6 +166,7 @@ def _write(path: Path, document: Mapping[str, Any]) -> None:
 
 
 def is_baseline_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file that can be a baseline (a .json file; `read_baseline` checks its content)."""
     return Path(path).is_file() and Path(path).suffix == ".json"
 
 
@@ -173,10 +181,10 @@ def read_baseline(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
         raise BaselineError(f"{path}: not JSON ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise BaselineError(f'{path}: not an attnbench baseline (no "format": "{FORMAT}")')
-    if document.get("format_version") != FORMAT_VERSION or document.get("schema_version") != results.SCHEMA_VERSION:
+    if document.get("format_version") != FORMAT_VERSION or document.get("schema_version") != SCHEMA_VERSION:
         raise BaselineError(
             f"{path}: baseline format {document.get('format_version')!r} / results schema "
-            f"{document.get('schema_version')!r}; this attnbench reads {FORMAT_VERSION} / {results.SCHEMA_VERSION} "
+            f"{document.get('schema_version')!r}; this attnbench reads {FORMAT_VERSION} / {SCHEMA_VERSION} "
             "(save the baseline again from a fresh run)"
         )
     rows = []

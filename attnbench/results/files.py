@@ -1,7 +1,8 @@
 """Results on disk: a run folder holds `meta.json` (what, where, how) and `rows.jsonl` (one row per case).
 
 Rows are appended and flushed as each case finishes, so an interrupted run keeps every finished row. A run
-folder is never overwritten: `new_run_dir` picks a fresh name, and `--resume` appends only missing cases.
+folder is never overwritten: the runner picks a fresh name for each run, and `--resume` appends only missing cases.
+Times are recorded as `timestamp()` writes them: UTC, ISO 8601, to the second.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,13 @@ class ResultsError(ValueError):
     """A results folder or file that cannot be read as attnbench results."""
 
 
+def timestamp() -> str:
+    """The current time as results record it: `2025-01-31T12:00:00+00:00` (UTC, to the second)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def case_key(case: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a row (or case) that identify it (`KEY_FIELDS`)."""
     return {name: case[name] for name in KEY_FIELDS}
 
 
@@ -98,6 +106,7 @@ def append_row(run_dir: Path, row: Mapping[str, Any]) -> None:
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
+    """A run's meta.json; `ResultsError` for a folder that is no run or a schema this attnbench does not read."""
     path = Path(run_dir) / META_FILE
     if not path.is_file():
         raise ResultsError(f"{run_dir}: not an attnbench run (no {META_FILE})")
@@ -139,6 +148,7 @@ def find_runs(path: Path) -> list[Path]:
 
 
 def iter_rows(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """The rows of each run folder, each with `run`, `run_dir` and `device` saying where it came from."""
     for run_dir in paths:
         meta = read_meta(run_dir)
         for row in read_rows(run_dir):

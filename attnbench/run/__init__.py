@@ -1,5 +1,12 @@
 """Stage 2, the run: cases measured one by one in isolated worker processes, rows written as each case ends.
 
 The runner (this process) never imports the measuring code: it starts workers (`attnbench.run.worker`), watches
-them from outside and owns the run folder. The A/B runner measures two revisions' mechanisms interleaved.
+them from outside and owns the run folder. The modules:
+
+- `runner`: `run_suite`, the per-case step (`run_case`) and the SIGTERM handling both runners share;
+- `ab`: the A/B runner, two revisions' mechanisms measured interleaved on one device, then gated;
+- `workers`: `Worker` and `WorkerSlot`, a worker process seen from the runner;
+- `folders`: fresh run-folder names; `meta`: what a run's meta.json says;
+- `environment`: the device, library versions and git state a run records (light: torch imported on use);
+- `worker`: the worker process itself (`python -m attnbench.run.worker`).
 """

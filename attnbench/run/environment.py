@@ -1,4 +1,8 @@
-"""What a run records about where it ran: device, driver, library versions, git state, measured ceilings."""
+"""What a run records about where it ran: device, driver, library versions, TF32 flags, git state, command line.
+
+Light to import: torch is imported inside the functions that need it. The device's measured ceilings come from a
+worker (`attnbench.measure.ceilings`), since measuring them is measurement code.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,8 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def device_info(device: str) -> dict[str, Any]:
+    """The device a run measures on: its name, memory, multiprocessors (CPU threads), compute capability,
+    driver and CUDA version (None where they do not apply)."""
     import torch
 
     if device == "cuda":
@@ -69,6 +74,7 @@ def device_info(device: str) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
+    """The versions of attnbench, Python, torch, numpy and triton (None when triton is not installed)."""
     import numpy
     import torch
 
@@ -88,58 +94,14 @@ def versions() -> dict[str, str | None]:
 
 
 def tf32_flags() -> dict[str, bool]:
+    """Whether torch lets fp32 matmuls and convolutions use TF32 (which changes fp32 timings and errors)."""
     import torch
 
     return {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
 
 
-def measure_ceilings(device: str) -> dict[str, Any]:
-    """The device's copy bandwidth (bytes read + written) and matmul rate, measured here and now.
-
-    CUDA: a 1 GiB device-to-device copy and a bf16 8192³ matmul, timed with events. CPU: a 128 MiB copy and an
-    fp32 1024³ matmul on torch's threads. Each is the median of several repetitions after a warm-up.
-    """
-    import torch
-
-    cuda = device == "cuda"
-    copy_bytes = (1 << 30) if cuda else (128 << 20)
-    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
-    src = torch.full((copy_bytes,), 7, dtype=torch.uint8, device=device)  # written, so its pages are real
-    dst = torch.empty_like(src)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    copy_s = _median_seconds(lambda: dst.copy_(src), cuda)
-    matmul_s = _median_seconds(lambda: a @ b, cuda)
-    return {
-        "copy_gbps": 2 * copy_bytes / copy_s / 1e9,
-        "matmul_tflops": 2 * n**3 / matmul_s / 1e12,
-        "matmul_dtype": "bf16" if cuda else "fp32",
-        "method": f"{copy_bytes >> 20} MiB copy (read + write counted); {n}^3 matmul; median of 10 after warm-up",
-    }
-
-
-def _median_seconds(fn, cuda: bool, reps: int = 10) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - begin)
-    return sorted(times)[len(times) // 2]
-
-
 def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version as nvidia-smi reports it, or None without nvidia-smi."""
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -153,6 +115,7 @@ def _nvidia_driver() -> str | None:
 
 
 def _cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -163,6 +126,7 @@ def _cpu_model() -> str:
 
 
 def _total_memory() -> int | None:
+    """The machine's physical memory in bytes, where the OS says."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
@@ -170,4 +134,5 @@ def _total_memory() -> int | None:
 
 
 def command_line() -> str:
+    """The command that started this process, as the user typed it (program name without its folder)."""
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

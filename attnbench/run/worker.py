@@ -18,6 +18,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve requests from stdin until `exit`, the end of stdin, or a case that poisoned the process."""
     parser = argparse.ArgumentParser(prog="python -m attnbench.run.worker")
     parser.add_argument("--device", choices=["cpu", "cuda"], required=True)
     args = parser.parse_args(argv)
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnbench.measure import memory
     from attnbench.measure.case import measure_case
-    from attnbench.run import environment
+    from attnbench.measure.ceilings import measure_ceilings
     from attnbench.suite.case import Case
 
     memory.warm_up(args.device)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if op == "exit":
             break
         if op == "ceilings":
-            reply = environment.measure_ceilings(args.device)
+            reply = measure_ceilings(args.device)
         elif op == "case":
             row, fatal = measure_case(Case.from_dict(request["case"]), args.device, request.get("ceilings"))
             reply = {"row": row, "fatal": fatal}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from attnbench.mechanisms.problem import Mode, Problem
-from attnbench.results.files import SCHEMA_VERSION, case_id
+from attnbench.results.files import ROW_FIELDS, SCHEMA_VERSION, case_id, timestamp
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,30 @@ class Case:
 
     @property
     def case_id(self) -> str:
+        """The id of this case's key, as its rows record it (`attnbench.results.files.case_id`)."""
         return case_id(self.key_fields())
 
     def row_base(self) -> dict[str, Any]:
+        """What every row of this case starts with: the schema version, the case id, the key and derived
+        fields, and one column per mechanism parameter."""
         fields = self.key_fields()
         return {"schema_version": SCHEMA_VERSION, "case_id": case_id(fields), **fields, **fields["params"]}
 
+    def empty_row(self) -> dict[str, Any]:
+        """The case's row before anything is measured: every row field present (None where nothing is known
+        yet), the case's key filled in, and the time it started. Measuring fills it; a case that cannot run
+        (unsupported, timed out, crashed) is recorded as this row with its status and reason."""
+        row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
+        row.update(self.row_base())
+        row["started_at"] = timestamp()
+        return row
+
     def describe(self) -> str:
+        """`mha[] core B=1 T=64 H=4 d=32 sdpa fwd fp32`: the case as progress and dry runs print it."""
         return f"{self.problem.describe()} {self.impl} {Mode(self.mode).value} {self.dtype}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The case as plain JSON data, sent to a worker process and read back there by `from_dict`."""
         p = self.problem
         return {
             "mechanism": p.mechanism,

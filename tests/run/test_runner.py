@@ -19,9 +19,11 @@ from click.testing import CliRunner
 
 from attnbench.cli import cli
 from attnbench.mechanisms import registry
-from attnbench.results import files as results
+from attnbench.results import load
+from attnbench.results.files import ROW_FIELDS, ROWS_FILE, SCHEMA_VERSION, STATUSES, find_runs, read_meta, read_rows
+from attnbench.run.folders import fresh_run_dir
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).resolve().parent.parent  # holds fault_mechanism.py
 
 FAULTS = {
     "reference": ("ok", None),
@@ -46,6 +48,7 @@ def faulty(monkeypatch):
 
 
 def write_suite(path: Path, impls, T=(8,), timeout_s=3.0) -> Path:
+    """A suite of the fault-injection mechanism: the given implementations, forward, fp32, timed briefly."""
     suite = {
         "name": "faults",
         "mechanisms": [{"name": "faulty"}],
@@ -63,7 +66,8 @@ def write_suite(path: Path, impls, T=(8,), timeout_s=3.0) -> Path:
 
 
 def only_run(out: Path) -> Path:
-    runs = results.find_runs(out)
+    """The one run folder below `out`."""
+    runs = find_runs(out)
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -74,7 +78,7 @@ def test_every_failure_is_recorded_and_the_sweep_goes_on(faulty, tmp_path):
     result = CliRunner().invoke(cli, ["run", str(suite), "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     run_dir = only_run(out)
-    rows = {row["impl"]: row for row in results.read_rows(run_dir)}
+    rows = {row["impl"]: row for row in read_rows(run_dir)}
     assert set(rows) == set(FAULTS)
     for impl, (status, fragment) in FAULTS.items():
         assert rows[impl]["status"] == status, rows[impl]
@@ -82,7 +86,7 @@ def test_every_failure_is_recorded_and_the_sweep_goes_on(faulty, tmp_path):
             assert fragment in rows[impl]["reason"], rows[impl]["reason"]
     assert rows["reference"]["numerics_ok"] is True and rows["reference"]["time_ms"] > 0
     assert rows["wrong"]["numerics_ok"] is False and rows["wrong"]["time_ms"] > 0
-    assert results.read_meta(run_dir)["status"] == "complete"
+    assert read_meta(run_dir)["status"] == "complete"
 
 
 def test_rows_follow_the_schema_and_load_into_pandas(faulty, tmp_path):
@@ -90,16 +94,16 @@ def test_rows_follow_the_schema_and_load_into_pandas(faulty, tmp_path):
     out = tmp_path / "results"
     assert CliRunner().invoke(cli, ["run", str(suite), "-o", str(out)]).exit_code == 0
     run_dir = only_run(out)
-    meta = results.read_meta(run_dir)
+    meta = read_meta(run_dir)
     for key in ("suite", "git", "device", "versions", "tf32", "timer", "ceilings", "started_at", "finished_at"):
         assert meta[key] is not None, key
     assert meta["ceilings"]["copy_gbps"] > 0 and meta["ceilings"]["matmul_tflops"] > 0
     assert meta["timer"]["rep_ms"] == 2
-    for row in results.read_rows(run_dir):
-        assert set(results.ROW_FIELDS) <= set(row), set(results.ROW_FIELDS) - set(row)
-        assert row["status"] in results.STATUSES
-        assert row["schema_version"] == results.SCHEMA_VERSION
-    frame = results.load(tmp_path)
+    for row in read_rows(run_dir):
+        assert set(ROW_FIELDS) <= set(row), set(ROW_FIELDS) - set(row)
+        assert row["status"] in STATUSES
+        assert row["schema_version"] == SCHEMA_VERSION
+    frame = load(tmp_path)
     assert len(frame) == 4 and set(frame["status"]) == {"ok", "error"}
     assert list(frame["T"].sort_values()) == [8, 8, 12, 12]
 
@@ -109,8 +113,8 @@ def test_a_run_is_never_overwritten(faulty, tmp_path):
     out = tmp_path / "results"
     for _ in range(2):
         assert CliRunner().invoke(cli, ["run", str(suite), "-o", str(out)]).exit_code == 0
-    runs = results.find_runs(out)
-    assert len(runs) == 2 and all(len(results.read_rows(r)) == 1 for r in runs)
+    runs = find_runs(out)
+    assert len(runs) == 2 and all(len(read_rows(r)) == 1 for r in runs)
 
 
 def test_a_rejected_suite_writes_nothing_and_exits_2(tmp_path):
@@ -132,17 +136,17 @@ def test_an_interrupted_run_keeps_its_rows_and_resumes(faulty, tmp_path, how):
     deadline = time.monotonic() + 120
     rows_file = None
     while time.monotonic() < deadline:
-        runs = results.find_runs(out) if out.exists() else []
-        rows_file = runs[0] / results.ROWS_FILE if runs else None
+        runs = find_runs(out) if out.exists() else []
+        rows_file = runs[0] / ROWS_FILE if runs else None
         if rows_file and rows_file.exists() and len(rows_file.read_text().splitlines()) >= 2:
             break
         time.sleep(0.1)
     process.send_signal(how)
     output = process.communicate(timeout=60)[0].decode()
     run_dir = rows_file.parent
-    before = results.read_rows(run_dir)
+    before = read_rows(run_dir)
     assert 2 <= len(before) < 12, output
-    status = results.read_meta(run_dir)["status"]
+    status = read_meta(run_dir)["status"]
     if how == signal.SIGKILL:
         assert status == "running"  # killed outright: nothing could mark it, the rows are still whole
     else:
@@ -151,12 +155,12 @@ def test_an_interrupted_run_keeps_its_rows_and_resumes(faulty, tmp_path, how):
         assert "--resume" in output
     result = CliRunner().invoke(cli, ["run", str(suite), "--resume", str(run_dir)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    after = results.read_rows(run_dir)
+    after = read_rows(run_dir)
     assert len(after) == 12 and len({row["case_id"] for row in after}) == 12
     assert after[: len(before)] == before
     assert all(row["status"] == "ok" for row in after)
-    assert results.read_meta(run_dir)["status"] == "complete"
-    assert results.find_runs(out) == [run_dir]
+    assert read_meta(run_dir)["status"] == "complete"
+    assert find_runs(out) == [run_dir]
 
 
 def test_resume_refuses_another_suite(faulty, tmp_path):
@@ -184,3 +188,10 @@ def test_show_prints_a_run(faulty, tmp_path):
     assert CliRunner().invoke(cli, ["run", str(suite), "-o", str(out)]).exit_code == 0
     result = CliRunner().invoke(cli, ["show", str(out)])
     assert result.exit_code == 0 and "faulty" in result.output and "ok" in result.output
+
+
+def test_run_folders_are_fresh_even_within_one_second(tmp_path):
+    """Both runners name folders through `fresh_run_dir`: a second folder never reuses the first's name."""
+    folders = [fresh_run_dir(tmp_path / "out", "faults-cpu") for _ in range(3)]
+    assert len(set(folders)) == 3 and all(path.is_dir() for path in folders)
+    assert all(path.name.startswith("faults-cpu-") for path in folders)

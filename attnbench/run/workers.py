@@ -1,0 +1,148 @@
+"""Worker processes seen from the runner: started, sent one request at a time, watched against a deadline.
+
+A worker (`python -m attnbench.run.worker`) measures cases; the runner only talks to it through JSON lines on
+its stdin and stdout. A reply that does not come within its budget ends the worker (`timeout`), a worker that
+exits without replying is a `crash`; either way `WorkerLost` says which, and the slot starts a fresh worker for
+the next case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# A worker's imports (torch, its compilers) and its ceilings measurement can take minutes on a cold machine.
+WORKER_START_TIMEOUT_S = 300.0
+
+
+class WorkerLost(Exception):
+    """The worker gave no reply: `status` is `timeout` (it was killed at its deadline) or `crash` (it died)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class Worker:
+    """One worker process: `request()` sends a JSON line and waits for the reply up to a deadline.
+
+    `env` is added to this process's environment; `cwd` is the folder the worker starts in (it comes first on
+    the worker's `sys.path`, which matters when that folder holds an `attnbench` package of its own).
+    """
+
+    def __init__(
+        self, device: str, log_path: Path, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None
+    ):
+        self.log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker; closed in close()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "attnbench.run.worker", "--device", device],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,  # Ctrl-C reaches the runner, which decides; kill() takes the whole group
+        )
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.process.stdout, selectors.EVENT_READ)
+        self.buffer = b""
+        self.log_path = log_path
+        self._read_reply(WORKER_START_TIMEOUT_S, "the worker did not start")
+
+    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send `message` and return the worker's reply; `WorkerLost` when none comes within `timeout_s`."""
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise WorkerLost("crash", self._death_reason()) from None
+        return self._read_reply(timeout_s, f"no result within the case budget of {timeout_s:g} s")
+
+    def _read_reply(self, timeout_s: float, timeout_reason: str) -> dict[str, Any]:
+        """The next JSON line from the worker; the worker is killed when none is complete by the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise WorkerLost("timeout", timeout_reason)
+            if not self.selector.select(timeout=min(remaining, 1.0)):
+                continue
+            chunk = os.read(self.process.stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise WorkerLost("crash", self._death_reason())
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    def _death_reason(self) -> str:
+        """How the worker ended (exit code or signal) and the last lines it wrote to its log."""
+        try:
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.process.returncode
+        cause = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        tail = _log_tail(self.log_path)
+        return f"worker process died ({cause})" + (f": {tail}" if tail else "")
+
+    def kill(self) -> None:
+        """End the worker and every process it started, at once."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def close(self) -> None:
+        """Ask the worker to exit, kill it if it does not within 10 s, and release its pipes and log."""
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(b'{"op": "exit"}\n')
+                self.process.stdin.flush()
+                self.process.wait(timeout=10)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+        self.selector.close()
+        self.log.close()
+
+
+class WorkerSlot:
+    """The current worker, started on first use and replaced after a failure; its arguments are `Worker`'s."""
+
+    def __init__(
+        self, device: str, log_path: Path, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None
+    ):
+        self.device, self.log_path, self.env, self.cwd = device, log_path, env, cwd
+        self.worker: Worker | None = None
+
+    def get(self) -> Worker:
+        """The running worker, started now if there is none."""
+        if self.worker is None:
+            self.worker = Worker(self.device, self.log_path, self.env, self.cwd)
+        return self.worker
+
+    def discard(self) -> None:
+        """End the current worker (if any); the next `get()` starts a fresh one."""
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+    close = discard
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a worker's log on one line, for the reason of a crash."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])[-600:]

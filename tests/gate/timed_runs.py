@@ -1,0 +1,89 @@
+"""Runs for the gate's tests: real CPU measurements of one tiny suite, and runs derived from them.
+
+The tiny suite is MHA, reference and SDPA, T=32, fp32: two cases of 300 to 400 timing samples each. Derived runs
+rescale or relabel real samples (a case slowed by 10% is its real samples times 1.10), so the statistics meet
+real timing noise, not a textbook distribution.
+
+Workers run single-threaded (OMP_NUM_THREADS=1): this machine's two cores are shared, and a two-thread kernel
+that loses a core waits out whole scheduler slices, which turns 0.05 ms into 20 ms.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from attnbench.cli import cli
+from attnbench.gate.stats import median_ratio_interval
+from attnbench.results.files import META_FILE, append_row, read_meta, read_rows, write_json
+from attnbench.suite.load import load_suite
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "suites" / "smoke.yaml"
+# Two cases, 300 to 400 timing samples each.
+TINY = ["modes=fwd", "levels=core", "causal=false", "timing.rep_ms=30", "timing.min_reps=300", "timing.max_reps=400"]
+TINY_CLI = ["--device", "cpu", "--only", "mha", "--impl", "reference,sdpa", *[x for s in TINY for x in ("--set", s)]]
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+FAILING = ("numerics_broke", "broke", "regressed")
+
+
+def tiny_suite():
+    """The tiny suite, expanded for the CPU."""
+    return load_suite(SMOKE, device="cpu", overrides=TINY, only=("mha",), impls=("reference", "sdpa"))
+
+
+def resolves(samples, change: float = 0.10) -> bool:
+    """Whether a measurement pins its median tightly enough to tell a `change` from noise: the 95% bootstrap
+    interval of its median ratio against itself lies within ±change/2. Not so when the machine flipped between
+    two speeds during the case (another job on the sibling core): the gate then rightly says `noisy`."""
+    low, high = median_ratio_interval(np.asarray(samples), np.asarray(samples), 0.95, 2000, np.random.default_rng(0))
+    return high < 1 + change / 2 and low > 1 - change / 2
+
+
+def derive(source: Path, dest: Path, *, rows=None, meta=None) -> Path:
+    """A copy of run `source` at `dest`, its rows (and meta) passed through the given functions."""
+    dest.mkdir(parents=True)
+    data = read_meta(source)
+    write_json(dest / META_FILE, meta(copy.deepcopy(data)) if meta else data)
+    for row in read_rows(source):
+        changed = rows(copy.deepcopy(row)) if rows else row
+        if changed is not None:
+            append_row(dest, changed)
+    return dest
+
+
+def scaled(factor: float, impl: str | None = None):
+    """Row function: the row's samples and statistics times `factor` (only rows of `impl`, when given)."""
+
+    def change(row):
+        if impl is None or row["impl"] == impl:
+            row["time_samples_ms"] = [sample * factor for sample in row["time_samples_ms"]]
+            for key in ("time_ms", "time_p20_ms", "time_p80_ms"):
+                row[key] *= factor
+        return row
+
+    return change
+
+
+def half(parity: int):
+    """Row function: every other sample (the even or odd ones): two halves measured interleaved in time."""
+
+    def change(row):
+        samples = row["time_samples_ms"][parity::2]
+        row.update(time_samples_ms=samples, time_ms=float(np.median(samples)), reps=len(samples))
+        return row
+
+    return change
+
+
+def verdicts(comparison) -> dict[str, str]:
+    """Each compared case's verdict, by implementation."""
+    return {case.head["impl"]: case.verdict for case in comparison.cases}
+
+
+def invoke(*args: str):
+    """`attnbench ARGS` through click's test runner."""
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
