@@ -9,11 +9,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+PATHS = ("attnbench", "tests", "examples")
+
+
+def _ruff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+
+
 def test_ruff_is_clean():
-    result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "attnbench", "tests"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = _ruff("check", "--no-cache", *PATHS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied():
+    result = _ruff("format", "--check", "--no-cache", *PATHS)
     assert result.returncode == 0, result.stdout + result.stderr
