@@ -6,8 +6,8 @@ and shared over batch and channels; autograd takes `dcband` back to `w_band`). E
 
     num_t = g_t·N_t + Σ_t' A[t,t']·e^{K_t'−M}·V_t',  den_t = g_t·D_t + Σ_t' A[t,t']·e^{K_t'−M},  Y = σ(Q)·num/den
 
-where `(N, D)` are AFT-simple's sums (all tokens, or the causal scan of triton_aft with its per-tile scale M),
-and `A` is the band written out for a tile of rows against a block of keys. The band is channel-independent, so
+where `(N, D)` are AFT-simple's sums (all tokens, or triton_aft_scan's causal scan with its per-tile scale M), and
+`A` is the band written out for a tile of rows against a block of keys. The band is channel-independent, so
 for a tile of BLOCK_T rows it is one `[BLOCK_T, BLOCK_T] @ [BLOCK_T, BLOCK_C]` tensor-core matmul per block of
 keys, over the `BLOCK_T + 2s − 2` keys the tile's band touches (`BLOCK_T + s − 1` causal): `e^K` is computed once
 per key per tile, not once per band entry.
@@ -15,9 +15,9 @@ per key per tile, not once per band entry.
 Backward, in two passes over the tokens. `_local_bwd_rows_kernel` recomputes each row tile's `num, den`, writes
 dQ and `ρ = dY·σ(Q)/den`, `υ = ρ·ybar` (fp32), adds `dA[t,t'] = Σ_{b,c} ρ_t e^{K_t'}V_t' − υ_t e^{K_t'}` into
 `dcband` (fp32 atomics: one add per band entry per batch row and channel block), and sums `g·ρ`, `g·υ` per chunk
-for the global part. `_local_bwd_keys_kernel` then walks key tiles (causal: from the last, with triton_aft's
+for the global part. `_local_bwd_keys_kernel` then walks key tiles (causal: from the last, with triton_aft_scan's
 decaying reverse sums), adds the band's `Aᵀ @ ρ` and `Aᵀ @ υ` over the row tiles whose band reaches them, and
-writes dK, dV. The backward's band products run at fp32 accuracy (`_bwd_precision`): they cancel.
+writes dK, dV. The backward's band products run at fp32 accuracy (`cancelling_dot_precision`): they cancel.
 """
 
 from __future__ import annotations
@@ -26,16 +26,25 @@ import torch
 import triton
 import triton.language as tl
 
-from attnbench.mechanisms.aft import triton_aft
 from attnbench.mechanisms.aft.reference import band_weights
-from attnbench.mechanisms.aft.triton_aft import (
+from attnbench.mechanisms.aft.triton_aft_scan import (
     Layout,
-    _configs,
-    _load_state,
-    _load_tile,
-    _scan_tile,
-    _store_state,
-    _tile,
+    channel_configs,
+    chunk_tails,
+    forward_states,
+    layout,
+    load_state,
+    load_tile,
+    scan_tile,
+    store_state,
+    tile_offsets,
+)
+from attnbench.mechanisms.triton_common import (
+    INTERPRETED_BLOCK,
+    cancelling_dot_precision,
+    dot_precision,
+    interpreted,
+    scratch,
 )
 
 
@@ -53,9 +62,9 @@ def _band_block(p_cb, W, T, S, t0, k0, BLOCK_T: tl.constexpr):
 @triton.jit
 def _keys(p_k, p_v, i_b, k0, T, C, o_c, m_c, b_M, BLOCK_T: tl.constexpr):
     """`e^{K−M}` and `e^{K−M}·V` of keys `k0, ...` (0 off the sequence), `[BLOCK_T, BLOCK_C]` fp32."""
-    o, mask = _tile(i_b, k0, T, C, o_c, m_c, BLOCK_T)
-    b_e = tl.exp(tl.where(mask, _load_tile(p_k, o, mask) - b_M[None, :], float("-inf")))
-    return b_e, b_e * _load_tile(p_v, o, mask)
+    o, mask = tile_offsets(i_b, k0, T, C, o_c, m_c, BLOCK_T)
+    b_e = tl.exp(tl.where(mask, load_tile(p_k, o, mask) - b_M[None, :], float("-inf")))
+    return b_e, b_e * load_tile(p_v, o, mask)
 
 
 @triton.jit
@@ -92,11 +101,11 @@ def _rows_before(p_carry, p_total, i_b, i_n, o_c, m_c, C, NCHUNK, CAUSAL: tl.con
     """The state a chunk starts from: its carry (causal) or the total of all tokens."""
     n_b = tl.num_programs(2).to(tl.int64)
     if CAUSAL:
-        return _load_state(p_carry, n_b * NCHUNK * C, (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c, m_c)
-    return _load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
+        return load_state(p_carry, n_b * NCHUNK * C, (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c, m_c)
+    return load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
 
 
-@triton.autotune(configs=_configs(), key=["C", "CAUSAL"])
+@triton.autotune(configs=channel_configs(), key=["C", "CAUSAL"])
 @triton.jit
 def _local_fwd_kernel(
     p_q, p_k, p_v, p_y, p_cb, p_g, p_carry, p_total, p_tiles, T, C, NT, NCHUNK, S, W,
@@ -111,18 +120,18 @@ def _local_fwd_kernel(
     b_m, b_n, b_d = _rows_before(p_carry, p_total, i_b, i_n, o_c, m_c, C, NCHUNK, CAUSAL)
     j0 = i_n * TILES_PER_CHUNK
     for j in range(j0, tl.minimum(j0 + TILES_PER_CHUNK, NT)):
-        o, mask = _tile(i_b, j * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
+        o, mask = tile_offsets(i_b, j * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
         if CAUSAL:
-            b_k, b_v = _load_tile(p_k, o, mask), _load_tile(p_v, o, mask)
-            b_m, _, b_num, b_den, b_n, b_d = _scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d)
-            _store_state(p_tiles, n_b * NT * C, (i_b.to(tl.int64) * NT + j) * C + o_c, m_c, b_m, b_n, b_d)
+            b_k, b_v = load_tile(p_k, o, mask), load_tile(p_v, o, mask)
+            b_m, _, b_num, b_den, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d)
+            store_state(p_tiles, n_b * NT * C, (i_b.to(tl.int64) * NT + j) * C + o_c, m_c, b_m, b_n, b_d)
         else:
             b_num, b_den = b_n[None, :], b_d[None, :]
         b_num, b_den, _ = _row_sums(
             p_k, p_v, p_cb, p_g, i_b, j * BLOCK_T, T, C, o_c, m_c, b_m, b_num, b_den, S, W,
             CAUSAL, DOT_PRECISION, BLOCK_T, BLOCK_C,
         )  # fmt: skip
-        b_y = tl.sigmoid(_load_tile(p_q, o, mask)) * b_num / b_den
+        b_y = tl.sigmoid(load_tile(p_q, o, mask)) * b_num / b_den
         tl.store(p_y + o, b_y.to(p_y.dtype.element_ty), mask=mask)
 
 
@@ -133,7 +142,7 @@ def _local_bwd_rows_kernel(
     TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Per row tile: dQ, ρ, υ, the band's `dcband` (atomics) and the chunk's sums of `g·ρ`, `g·υ` into
-    `z [2, B, NCHUNK, C]` (causal: rescaled to the chunk's first tile, as triton_aft's)."""
+    `z [2, B, NCHUNK, C]` (causal: rescaled to the chunk's first tile, as AFT-simple's)."""
     i_c, i_n, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
     m_c = o_c < C
@@ -142,16 +151,16 @@ def _local_bwd_rows_kernel(
     b_z2 = tl.zeros([BLOCK_C], tl.float32)
     b_first = tl.zeros([BLOCK_C], tl.float32)
     if not CAUSAL:
-        b_m, b_n, b_d = _load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
+        b_m, b_n, b_d = load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
     j0 = i_n * TILES_PER_CHUNK
     for j in range(j0, tl.minimum(j0 + TILES_PER_CHUNK, NT)):
         t0 = j * BLOCK_T
-        o, mask = _tile(i_b, t0, T, C, o_c, m_c, BLOCK_T)
+        o, mask = tile_offsets(i_b, t0, T, C, o_c, m_c, BLOCK_T)
         if CAUSAL:
             o_s = (i_b.to(tl.int64) * NT + j - 1) * C + o_c
-            b_prev, b_n, b_d = _load_state(p_tiles, n_b * NT * C, o_s, tl.where(j > 0, m_c, False))
-            b_k, b_v = _load_tile(p_k, o, mask), _load_tile(p_v, o, mask)
-            b_m, _, b_num, b_den, _, _ = _scan_tile(b_k, b_v, mask, m_c, b_prev, b_n, b_d)
+            b_prev, b_n, b_d = load_state(p_tiles, n_b * NT * C, o_s, tl.where(j > 0, m_c, False))
+            b_k, b_v = load_tile(p_k, o, mask), load_tile(p_v, o, mask)
+            b_m, _, b_num, b_den, _, _ = scan_tile(b_k, b_v, mask, m_c, b_prev, b_n, b_d)
             b_first = tl.where(j == j0, b_m, b_first)
         else:
             b_num, b_den = b_n[None, :], b_d[None, :]
@@ -160,8 +169,8 @@ def _local_bwd_rows_kernel(
             CAUSAL, DOT_PRECISION, BLOCK_T, BLOCK_C,
         )  # fmt: skip
         b_ybar = b_num / b_den
-        b_dy = _load_tile(p_dy, o, mask)
-        b_s = tl.sigmoid(_load_tile(p_q, o, mask))
+        b_dy = load_tile(p_dy, o, mask)
+        b_s = tl.sigmoid(load_tile(p_q, o, mask))
         tl.store(p_dq + o, (b_dy * b_ybar * b_s * (1 - b_s)).to(p_dq.dtype.element_ty), mask=mask)
         b_rho = tl.where(mask, b_dy * b_s / b_den, 0.0)
         b_ups = b_rho * tl.where(mask, b_ybar, 0.0)
@@ -186,7 +195,31 @@ def _local_bwd_rows_kernel(
     tl.store(p_z + n_b * NCHUNK * C + o_z, b_z2, mask=m_c)
 
 
-@triton.autotune(configs=_configs(), key=["C", "CAUSAL"])
+@triton.jit
+def _band_to_keys(
+    p_rho, p_ups, p_cb, p_tiles, o_tiles, i_b, j, T, C, NT, S, W, o_c, m_c, b_M,
+    CAUSAL: tl.constexpr, BWD_PRECISION: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """The band's `Aᵀρ` and `Aᵀυ` `[BLOCK_T, BLOCK_C]` for key tile `j` at scale `b_M`, summed over the row tiles
+    whose band reaches its keys (causal: each row tile's ρ, υ rescaled from its own scale to the keys')."""
+    t0 = j * BLOCK_T
+    b_bn = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
+    b_bd = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
+    r_lo = j if CAUSAL else tl.maximum(t0 - S + 1, 0) // BLOCK_T  # first row tile whose band reaches the keys
+    for r in range(r_lo, tl.minimum((t0 + BLOCK_T + S - 2) // BLOCK_T + 1, NT)):
+        o_r, m_r = tile_offsets(i_b, r * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
+        b_rho, b_ups = load_tile(p_rho, o_r, m_r), load_tile(p_ups, o_r, m_r)
+        if CAUSAL:
+            b_f = tl.exp(b_M - tl.load(p_tiles + o_tiles + r * C, mask=m_c, other=0.0))  # rows' scale >= keys'
+            b_rho, b_ups = b_rho * b_f[None, :], b_ups * b_f[None, :]
+        b_a, _, _ = _band_block(p_cb, W, T, S, r * BLOCK_T, t0, BLOCK_T)  # (rows, keys)
+        b_at = tl.trans(b_a)
+        b_bn += tl.dot(b_at, b_rho, input_precision=BWD_PRECISION)
+        b_bd += tl.dot(b_at, b_ups, input_precision=BWD_PRECISION)
+    return b_bn, b_bd
+
+
+@triton.autotune(configs=channel_configs(), key=["C", "CAUSAL"])
 @triton.jit
 def _local_bwd_keys_kernel(
     p_k, p_v, p_dk, p_dv, p_rho, p_ups, p_cb, p_g, p_total, p_tiles, p_h, T, C, NT, NCHUNK, S, W,
@@ -208,7 +241,7 @@ def _local_bwd_keys_kernel(
         b_h += tl.load(p_h + o_h, mask=m_c, other=0.0)
         b_h2 += tl.load(p_h + n_b * NCHUNK * C + o_h, mask=m_c, other=0.0)
     else:
-        b_M, _, _ = _load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
+        b_M, _, _ = load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
         for i_p in range(NCHUNK):
             o_h = (i_b.to(tl.int64) * NCHUNK + i_p) * C + o_c
             b_h += tl.load(p_h + o_h, mask=m_c, other=0.0)
@@ -219,29 +252,20 @@ def _local_bwd_keys_kernel(
     for i in range(j1 - j0):
         j = j1 - 1 - i
         t0 = j * BLOCK_T
-        o, mask = _tile(i_b, t0, T, C, o_c, m_c, BLOCK_T)
+        o, mask = tile_offsets(i_b, t0, T, C, o_c, m_c, BLOCK_T)
         if CAUSAL:
             b_M = tl.load(p_tiles + o_tiles + j * C, mask=m_c, other=0.0)
-        b_k, b_v = _load_tile(p_k, o, mask), _load_tile(p_v, o, mask)
+        b_k, b_v = load_tile(p_k, o, mask), load_tile(p_v, o, mask)
         b_e = tl.exp(tl.where(mask, b_k - b_M[None, :], float("-inf")))
-        b_bn = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
-        b_bd = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
-        r_lo = j if CAUSAL else tl.maximum(t0 - S + 1, 0) // BLOCK_T  # first row tile whose band reaches the keys
-        for r in range(r_lo, tl.minimum((t0 + BLOCK_T + S - 2) // BLOCK_T + 1, NT)):
-            o_r, m_r = _tile(i_b, r * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
-            b_rho, b_ups = _load_tile(p_rho, o_r, m_r), _load_tile(p_ups, o_r, m_r)
-            if CAUSAL:
-                b_f = tl.exp(b_M - tl.load(p_tiles + o_tiles + r * C, mask=m_c, other=0.0))  # rows' scale >= keys'
-                b_rho, b_ups = b_rho * b_f[None, :], b_ups * b_f[None, :]
-            b_a, _, _ = _band_block(p_cb, W, T, S, r * BLOCK_T, t0, BLOCK_T)  # (rows, keys)
-            b_at = tl.trans(b_a)
-            b_bn += tl.dot(b_at, b_rho, input_precision=BWD_PRECISION)
-            b_bd += tl.dot(b_at, b_ups, input_precision=BWD_PRECISION)
+        b_bn, b_bd = _band_to_keys(
+            p_rho, p_ups, p_cb, p_tiles, o_tiles, i_b, j, T, C, NT, S, W, o_c, m_c, b_M,
+            CAUSAL, BWD_PRECISION, BLOCK_T, BLOCK_C,
+        )  # fmt: skip
         if CAUSAL:
             o_t = t0 + tl.arange(0, BLOCK_T)
             b_g = tl.load(p_g + o_t, mask=o_t < T, other=0.0)[:, None]
-            b_grho = b_g * _load_tile(p_rho, o, mask)
-            b_gups = b_g * _load_tile(p_ups, o, mask)
+            b_grho = b_g * load_tile(p_rho, o, mask)
+            b_gups = b_g * load_tile(p_ups, o, mask)
             b_u = tl.cumsum(b_grho, axis=0, reverse=True) + b_h[None, :] + b_bn
             b_u2 = tl.cumsum(b_gups, axis=0, reverse=True) + b_h2[None, :] + b_bd
             b_prev = tl.load(p_tiles + o_tiles + (j - 1) * C, mask=tl.where(j > 0, m_c, False), other=float("-inf"))
@@ -255,64 +279,46 @@ def _local_bwd_keys_kernel(
         tl.store(p_dk + o, (b_e * (b_v * b_u - b_u2)).to(p_dk.dtype.element_ty), mask=mask)
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs get exact fp32 products unless TF32 is allowed (the suite's `tf32` dtype); 16-bit inputs
-    are rounded to their dtype for the tensor cores, where the precision setting does not apply."""
-    return "tf32" if dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32 else "ieee"
-
-
-def _bwd_precision(dtype: torch.dtype) -> str:
-    """The backward's band products take ρ, υ and the keys in fp32 at fp32 accuracy (3 TF32 passes unless exact
-    fp32 was asked for): `V·Aᵀρ − Aᵀυ` cancels, exactly so at T = 1, and rounding its operands to 16 bits would
-    leave an error of 2^-11·|ρV| where the reference, computed in fp32, leaves 2^-24·|ρV|."""
-    exact = dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
-    return "ieee" if exact else "tf32x3"
-
-
 def _sizes(lay: Layout, window: int) -> tuple[int, ...]:
+    """The kernels' size arguments `T, C, NT, NCHUNK, S, W` (W = 2s − 1 columns of the band)."""
     return lay.T, lay.C, lay.nt, lay.nchunk, window, 2 * window - 1
 
 
 def _forward(q, k, v, cband, g, window: int, causal: bool, lay: Layout):
-    y = triton_aft.buffer(q.shape, q.dtype, q.device)
-    if causal and lay.nchunk == 1:
-        carry = total = triton_aft.empty_carry(lay, q.device)  # the causal kernel reads no total
-    else:
-        carry, total = triton_aft.chunk_states(k, v, lay)
-    tiles = lay.state(3, lay.nt, q.device) if causal else total
+    """`Y` and the states the backward recomputes from (every tile's when causal, the total otherwise)."""
+    y = scratch(q.shape, q.dtype, q.device)
+    carry, total, tiles = forward_states(k, v, causal, lay)
     _local_fwd_kernel[lay.grid](
         q, k, v, y, cband, g, carry, total, tiles, *_sizes(lay, window),
-        CAUSAL=causal, DOT_PRECISION=_dot_precision(q.dtype), BLOCK_T=lay.block_t,
-        TILES_PER_CHUNK=lay.tiles_per_chunk,
+        CAUSAL=causal, DOT_PRECISION=dot_precision(q.dtype), **lay.tiling(),
     )  # fmt: skip
     return y, tiles
 
 
 def _backward(q, k, v, cband, g, dy, saved, window: int, causal: bool, lay: Layout):
-    dq, dk, dv = (triton_aft.buffer(q.shape, q.dtype, q.device) for _ in range(3))
-    rho, ups = (triton_aft.buffer(q.shape, torch.float32, q.device) for _ in range(2))
+    """`dQ, dK, dV` and the band's `dcband` from `dY` and the forward's saved states: the rows pass, the chunks'
+    tails (causal), then the keys pass."""
+    dq, dk, dv = (scratch(q.shape, q.dtype, q.device) for _ in range(3))
+    rho, ups = (scratch(q.shape, torch.float32, q.device) for _ in range(2))
     dcband = torch.zeros_like(cband)
     z = lay.state(2, lay.nchunk, q.device)
     meta = dict(
         CAUSAL=causal,
-        DOT_PRECISION=_dot_precision(q.dtype),
-        BWD_PRECISION=_bwd_precision(q.dtype),
-        BLOCK_T=lay.block_t,
-        TILES_PER_CHUNK=lay.tiles_per_chunk,
+        DOT_PRECISION=dot_precision(q.dtype),
+        BWD_PRECISION=cancelling_dot_precision(q.dtype),
+        **lay.tiling(),
     )
-    # Fixed config: autotuning re-runs a kernel, which would add its atomics into dcband more than once.
-    block_c = 16 if triton_aft._interpreted() else 64
-    grid = lay.grid({"BLOCK_C": block_c})
-    _local_bwd_rows_kernel[grid](
-        q, k, v, dy, dq, rho, ups, dcband, cband, g, saved, saved, z, *_sizes(lay, window),
-        **meta, BLOCK_C=block_c, num_warps=1 if triton_aft._interpreted() else 4,
+    # One fixed config for the rows pass: autotuning reruns a kernel, which would add its atomics more than once.
+    rows = dict(BLOCK_C=INTERPRETED_BLOCK, num_warps=1) if interpreted() else dict(BLOCK_C=64, num_warps=4)
+    _local_bwd_rows_kernel[lay.grid(rows)](
+        q, k, v, dy, dq, rho, ups, dcband, cband, g, saved, saved, z, *_sizes(lay, window), **meta, **rows
     )  # fmt: skip
     if not causal:
         h = z
     elif lay.nchunk == 1:
         h = torch.zeros_like(z)
     else:
-        h = triton_aft.chunk_tails(z, saved, lay)
+        h = chunk_tails(z, saved, lay)
     _local_bwd_keys_kernel[lay.grid](
         k, v, dk, dv, rho, ups, cband, g, saved, saved, h, *_sizes(lay, window), **meta
     )  # fmt: skip
@@ -356,5 +362,5 @@ def local(
     B, T = q.shape[:2]
     qc, kc, vc = (t.reshape(B, T, -1).contiguous() for t in (q, k, v))
     g, cband = band_weights(w_band[:T].float(), window, causal)  # (T,), (T, 2s−1)
-    lay = triton_aft.layout(B, T, qc.shape[-1], q.device, tiles_per_chunk)
+    lay = layout(B, T, qc.shape[-1], q.device, tiles_per_chunk)
     return LocalAFT.apply(qc, kc, vc, cband.contiguous(), g.contiguous(), window, causal, lay).view(q.shape)

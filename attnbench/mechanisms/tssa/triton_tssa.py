@@ -10,6 +10,8 @@ loop re-reads a tile the first just read, which the L2 cache serves.
 
 `w`, `dout`, `out`, `dw` are `[B,T,H,d]` contiguous (a token row of D = H·d elements, each head d contiguous
 elements); Π and ∂s are `[B,T,H]` fp32; S, N, R, P are `[B,H,d]` fp32 and M is `[B,H]` fp32.
+
+`core`, the `triton` implementation's entry point, runs these kernels or, for causal problems, triton_tssa_causal.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import triton
 import triton.language as tl
 
 from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.triton_common import head_blocks, scratch
 from attnbench.mechanisms.tssa.reference import MASS_EPS, NORM_EPS
+from attnbench.mechanisms.tssa.triton_tssa_causal import tssa_causal
 
-# Tests set this: outputs and fully written scratch then start as NaN, so an element a kernel forgot shows up.
-POISON = False
 # Programs a token-reduction pass aims for: each loops over enough token tiles that the grid is about this big
 # (a few waves of 132 SMs), which keeps the number of atomics per address low.
 TARGET_PROGRAMS = 1024
@@ -54,21 +56,9 @@ def _inv_norm(p_sumsq, o_c, m_c, NORM_EPS: tl.constexpr):
 
 @triton.jit
 def _memberships_kernel(
-    p_w,
-    p_temp,
-    p_sumsq,
-    p_pi,
-    p_pisq,
-    p_mass,
-    T,
-    H,
-    D,
-    d,
-    NORM_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-):
+    p_w, p_temp, p_sumsq, p_pi, p_pisq, p_mass, T, H, D, d,
+    NORM_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
     """Pass 2, one token tile of one batch row, all heads: Π (stored), N[b,h,:] += Σ_t Π w², M[b,h] += Σ_t Π."""
     i_t, i_b = tl.program_id(0), tl.program_id(1)
     o_t = i_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -149,27 +139,10 @@ def _head_grads(p_pisq, p_mass, p_gwpi, o_c, m_c, MASS_EPS: tl.constexpr):
 
 @triton.jit
 def _logit_grad_kernel(
-    p_w,
-    p_g,
-    p_temp,
-    p_pi,
-    p_sumsq,
-    p_pisq,
-    p_mass,
-    p_gwpi,
-    p_ds,
-    p_dtemp,
-    p_dnorm,
-    T,
-    H,
-    D,
-    d,
-    NORM_EPS: tl.constexpr,
-    MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    p_w, p_g, p_temp, p_pi, p_sumsq, p_pisq, p_mass, p_gwpi, p_ds, p_dtemp, p_dnorm, T, H, D, d,
+    NORM_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_H: tl.constexpr,
-):
+):  # fmt: skip
     """Backward pass 2, one token tile of one batch row, all heads: ∂Π, the head-softmax backward to the logit
     gradient, ∂s = temp·∂a (stored), ∂temp += Σ_t ∂a·s and P[b,h,:] += Σ_t ∂s·w²."""
     i_t, i_b = tl.program_id(0), tl.program_id(1)
@@ -208,25 +181,9 @@ def _logit_grad_kernel(
 
 @triton.jit
 def _dw_kernel(
-    p_w,
-    p_g,
-    p_pi,
-    p_ds,
-    p_sumsq,
-    p_pisq,
-    p_mass,
-    p_gwpi,
-    p_dnorm,
-    p_dw,
-    T,
-    H,
-    D,
-    d,
-    NORM_EPS: tl.constexpr,
-    MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+    p_w, p_g, p_pi, p_ds, p_sumsq, p_pisq, p_mass, p_gwpi, p_dnorm, p_dw, T, H, D, d,
+    NORM_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     """Backward pass 3: dw = -g·Π·r + 2w·(Π·∂N + ∂s/n² + ∂S), ∂S = -P/n⁴ where the norm clamp is inactive."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -249,104 +206,57 @@ def _dw_kernel(
     tl.store(p_dw + o_wd, b_dw.to(p_dw.dtype.element_ty), mask=m_tc)
 
 
-def scratch(*shape: int, like: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A buffer every element of which a kernel writes: NaN-filled under POISON so a gap cannot hide."""
-    if POISON:
-        return torch.full(shape, float("nan"), dtype=dtype, device=like.device)
-    return torch.empty(shape, dtype=dtype, device=like.device)
-
-
-def blocks(H: int, d: int, block_t: int | None, tile_elements: int = 4096) -> dict[str, int]:
-    """Tile sizes: all of a head's channels (padded to a power of two) by about `tile_elements` of tokens."""
-    block_d = triton.next_power_of_2(d)
-    block_t = block_t or max(16, min(128, tile_elements // block_d))
-    return {
-        "BLOCK_T": block_t,
-        "BLOCK_D": block_d,
-        "BLOCK_H": triton.next_power_of_2(H),
-        "num_warps": 4 if block_t * block_d <= 4096 else 8,
-    }
-
-
 def tiles_per_program(n_tiles: int, rows: int) -> int:
     """Token tiles one program of a reduction pass loops over, so that `rows` × chunks ≈ TARGET_PROGRAMS."""
     return max(1, min(n_tiles, n_tiles * rows // TARGET_PROGRAMS))
 
 
+def _launch_sizes(w: torch.Tensor, block_t: int | None):
+    """What every pass is launched with: the blocks of `head_blocks` (`cfg`, with BLOCK_H, for the passes over
+    all heads of a token; `tile_cfg` without it), the number of token tiles and the sizes `T, H, D, d`."""
+    _, T, H, d = w.shape
+    cfg = head_blocks(H, d, block_t)
+    tile_cfg = {name: value for name, value in cfg.items() if name != "BLOCK_H"}
+    return cfg, tile_cfg, triton.cdiv(T, cfg["BLOCK_T"]), (T, H, H * d, d)
+
+
+def _reduction_grid(n_tiles: int, rows: int) -> tuple[tuple[int, int], int]:
+    """Grid of a token-reduction pass over `rows` (batch, head) pairs, and the tiles each program loops over."""
+    tiles = tiles_per_program(n_tiles, rows)
+    return (triton.cdiv(n_tiles, tiles), rows), tiles
+
+
 def _forward(w: torch.Tensor, temp: torch.Tensor, block_t: int | None):
+    """The three forward passes: the output and what the backward reads (Π, S, N, M)."""
     B, T, H, d = w.shape
-    cfg = blocks(H, d, block_t)
-    tile, warps = cfg["BLOCK_T"], cfg["num_warps"]
-    n_tiles = triton.cdiv(T, tile)
+    cfg, tile_cfg, n_tiles, dims = _launch_sizes(w, block_t)
     sumsq = torch.zeros(B, H, d, dtype=torch.float32, device=w.device)
     pisq = torch.zeros(B, H, d, dtype=torch.float32, device=w.device)
     mass = torch.zeros(B, H, dtype=torch.float32, device=w.device)
-    pi = scratch(B, T, H, like=w)
-    out = scratch(B, T, H, d, like=w, dtype=w.dtype)
-    tiles = tiles_per_program(n_tiles, B * H)
-    grid = (triton.cdiv(n_tiles, tiles), B * H)
-    _sumsq_kernel[grid](w, sumsq, T, H, H * d, d, tiles, BLOCK_T=tile, BLOCK_D=cfg["BLOCK_D"], num_warps=warps)
-    _memberships_kernel[(n_tiles, B)](w, temp, sumsq, pi, pisq, mass, T, H, H * d, d, NORM_EPS=NORM_EPS, **cfg)
-    _output_kernel[(n_tiles, B * H)](
-        w, pi, pisq, mass, out, T, H, H * d, d, MASS_EPS=MASS_EPS, BLOCK_T=tile, BLOCK_D=cfg["BLOCK_D"], num_warps=warps
-    )
+    pi = scratch((B, T, H), torch.float32, w.device)
+    out = scratch((B, T, H, d), w.dtype, w.device)
+    grid, tiles = _reduction_grid(n_tiles, B * H)
+    _sumsq_kernel[grid](w, sumsq, *dims, tiles, **tile_cfg)
+    _memberships_kernel[(n_tiles, B)](w, temp, sumsq, pi, pisq, mass, *dims, NORM_EPS=NORM_EPS, **cfg)
+    _output_kernel[(n_tiles, B * H)](w, pi, pisq, mass, out, *dims, MASS_EPS=MASS_EPS, **tile_cfg)
     return out, pi, sumsq, pisq, mass
 
 
 def _backward(g, w, temp, pi, sumsq, pisq, mass, block_t: int | None):
+    """The three backward passes from the output gradient `g`: dw and dtemp."""
     B, T, H, d = w.shape
-    cfg = blocks(H, d, block_t)
-    tile, warps = cfg["BLOCK_T"], cfg["num_warps"]
-    n_tiles = triton.cdiv(T, tile)
+    cfg, tile_cfg, n_tiles, dims = _launch_sizes(w, block_t)
+    eps = {"NORM_EPS": NORM_EPS, "MASS_EPS": MASS_EPS}
     gwpi = torch.zeros(B, H, d, dtype=torch.float32, device=w.device)
     dnorm = torch.zeros(B, H, d, dtype=torch.float32, device=w.device)
     dtemp = torch.zeros(H, dtype=torch.float32, device=w.device)
-    ds = scratch(B, T, H, like=w)
-    dw = scratch(B, T, H, d, like=w, dtype=w.dtype)
-    tiles = tiles_per_program(n_tiles, B * H)
-    grid = (triton.cdiv(n_tiles, tiles), B * H)
-    _gradsum_kernel[grid](w, g, pi, gwpi, T, H, H * d, d, tiles, BLOCK_T=tile, BLOCK_D=cfg["BLOCK_D"], num_warps=warps)
-    _logit_grad_kernel[(n_tiles, B)](
-        w,
-        g,
-        temp,
-        pi,
-        sumsq,
-        pisq,
-        mass,
-        gwpi,
-        ds,
-        dtemp,
-        dnorm,
-        T,
-        H,
-        H * d,
-        d,
-        NORM_EPS=NORM_EPS,
-        MASS_EPS=MASS_EPS,
-        **cfg,
-    )
-    _dw_kernel[(n_tiles, B * H)](
-        w,
-        g,
-        pi,
-        ds,
-        sumsq,
-        pisq,
-        mass,
-        gwpi,
-        dnorm,
-        dw,
-        T,
-        H,
-        H * d,
-        d,
-        NORM_EPS=NORM_EPS,
-        MASS_EPS=MASS_EPS,
-        BLOCK_T=tile,
-        BLOCK_D=cfg["BLOCK_D"],
-        num_warps=warps,
-    )
+    ds = scratch((B, T, H), torch.float32, w.device)
+    dw = scratch((B, T, H, d), w.dtype, w.device)
+    grid, tiles = _reduction_grid(n_tiles, B * H)
+    _gradsum_kernel[grid](w, g, pi, gwpi, *dims, tiles, **tile_cfg)
+    stats = (sumsq, pisq, mass, gwpi)
+    _logit_grad_kernel[(n_tiles, B)](w, g, temp, pi, *stats, ds, dtemp, dnorm, *dims, **eps, **cfg)
+    _dw_kernel[(n_tiles, B * H)](w, g, pi, ds, *stats, dnorm, dw, *dims, **eps, **tile_cfg)
     return dw, dtemp.to(temp.dtype)
 
 
@@ -381,8 +291,5 @@ def tssa(w: torch.Tensor, temp: torch.Tensor, *, block_t: int | None = None) -> 
 def core(problem: Problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Core: `w [B,T,H,d]`, `temp [H]`, causal also `beta [H, t_max]` -> `[B,T,H,d]`."""
     if problem.causal:
-        # Imported here because the causal module builds on this one (its helpers and POISON).
-        from attnbench.mechanisms.tssa.triton_tssa_causal import tssa_causal
-
         return tssa_causal(tensors["w"], tensors["temp"], tensors["beta"])
     return tssa(tensors["w"], tensors["temp"])

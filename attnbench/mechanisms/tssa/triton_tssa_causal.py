@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from attnbench.mechanisms.triton_common import head_blocks, scratch
 from attnbench.mechanisms.tssa.reference import MASS_EPS, PREFIX_EPS
-from attnbench.mechanisms.tssa.triton_tssa import blocks, scratch
 
 # Twice the non-causal tile: each tile is also a scan chunk whose carries (2D + H fp32 numbers) are written,
 # scanned and read back, so longer chunks make that traffic a smaller share (4/(s·BLOCK_T) of a pass over w).
@@ -71,24 +71,9 @@ def _prefix_grads(b_w, b_g, b_pi, p_carry_a, p_carry_m, o_c, m_c, MASS_EPS: tl.c
 
 @triton.jit
 def _memberships_kernel(
-    p_w,
-    p_temp,
-    p_beta,
-    p_carry_w2,
-    p_pi,
-    p_cpw2,
-    p_cpi,
-    T,
-    H,
-    D,
-    d,
-    N_TILES,
-    T_MAX,
-    PREFIX_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-):
+    p_w, p_temp, p_beta, p_carry_w2, p_pi, p_cpw2, p_cpi, T, H, D, d, N_TILES, T_MAX,
+    PREFIX_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
     """Forward pass 2, one token tile of one batch row, all heads: Π (stored) and the tile sums of Πw², Π."""
     i_t, i_b = tl.program_id(0), tl.program_id(1)
     o_t = i_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -119,20 +104,9 @@ def _memberships_kernel(
 
 @triton.jit
 def _output_kernel(
-    p_w,
-    p_pi,
-    p_carry_a,
-    p_carry_m,
-    p_out,
-    T,
-    H,
-    D,
-    d,
-    N_TILES,
-    MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+    p_w, p_pi, p_carry_a, p_carry_m, p_out, T, H, D, d, N_TILES,
+    MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     """Forward pass 3: out_t = -w_t·Π_t/(1 + A_t/(M_t + 1e-8)), one token tile of one (batch, head)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -155,22 +129,9 @@ def _output_kernel(
 
 @triton.jit
 def _tile_gradsum_kernel(
-    p_w,
-    p_g,
-    p_pi,
-    p_carry_a,
-    p_carry_m,
-    p_cda,
-    p_cdz,
-    T,
-    H,
-    D,
-    d,
-    N_TILES,
-    MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+    p_w, p_g, p_pi, p_carry_a, p_carry_m, p_cda, p_cdz, T, H, D, d, N_TILES,
+    MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     """Backward pass 1: tile sums of ∂A `[B, n_tiles, H, d]` and ∂Z `[B, n_tiles, H]`, one (batch, head) tile."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -191,32 +152,11 @@ def _tile_gradsum_kernel(
 
 @triton.jit
 def _logit_grad_kernel(
-    p_w,
-    p_g,
-    p_temp,
-    p_beta,
-    p_pi,
-    p_carry_w2,
-    p_carry_a,
-    p_carry_m,
-    p_carry_da,
-    p_carry_dz,
-    p_ds,
-    p_dtemp,
-    p_dbeta,
-    p_cdc,
-    T,
-    H,
-    D,
-    d,
-    N_TILES,
-    T_MAX,
-    PREFIX_EPS: tl.constexpr,
-    MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    p_w, p_g, p_temp, p_beta, p_pi, p_carry_w2, p_carry_a, p_carry_m, p_carry_da, p_carry_dz, p_ds, p_dtemp, p_dbeta,
+    p_cdc, T, H, D, d, N_TILES, T_MAX,
+    PREFIX_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_H: tl.constexpr,
-):
+):  # fmt: skip
     """Backward pass 2, one token tile of one batch row, all heads: ∂Π_t = -Σ_c g·w·r + Σ_c Ā_t·w² + Z̄_t (Ā, Z̄
     the suffix sums of ∂A, ∂Z), the head-softmax backward to ∂a, then ∂s = temp·∂a (stored), ∂temp, ∂beta and
     the tile sums of ∂C_t = -∂s_t·w_t²/den_t²."""
@@ -266,26 +206,9 @@ def _logit_grad_kernel(
 
 @triton.jit
 def _dw_kernel(
-    p_w,
-    p_g,
-    p_pi,
-    p_ds,
-    p_carry_w2,
-    p_carry_a,
-    p_carry_m,
-    p_carry_da,
-    p_carry_dc,
-    p_dw,
-    T,
-    H,
-    D,
-    d,
-    N_TILES,
-    PREFIX_EPS: tl.constexpr,
-    MASS_EPS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+    p_w, p_g, p_pi, p_ds, p_carry_w2, p_carry_a, p_carry_m, p_carry_da, p_carry_dc, p_dw, T, H, D, d, N_TILES,
+    PREFIX_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     """Backward pass 3: dw = -g·Π·r + 2w·(Π·Ā + ∂s/den + C̄), Ā and C̄ the suffix sums of ∂A and ∂C."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -321,68 +244,55 @@ def _after(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1).flip(1).cumsum(dim=1).flip(1)
 
 
-def _forward(w: torch.Tensor, temp: torch.Tensor, beta: torch.Tensor, block_t: int | None):
-    B, T, H, d = w.shape
-    cfg = blocks(H, d, block_t, TILE_ELEMENTS)
-    tile_cfg = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_D": cfg["BLOCK_D"], "num_warps": cfg["num_warps"]}
+def _launch_sizes(w: torch.Tensor, block_t: int | None):
+    """What every pass is launched with: the blocks of `head_blocks` (`cfg`, with BLOCK_H, for the passes over
+    all heads of a token; `tile_cfg` without it), the number of token tiles and the sizes
+    `T, H, D, d, N_TILES`."""
+    _, T, H, d = w.shape
+    cfg = head_blocks(H, d, block_t, TILE_ELEMENTS)
+    tile_cfg = {name: value for name, value in cfg.items() if name != "BLOCK_H"}
     n_tiles = triton.cdiv(T, cfg["BLOCK_T"])
-    D, t_max = H * d, beta.shape[1]
-    cw2 = scratch(B, n_tiles, H, d, like=w)
-    _tile_sumsq_kernel[(n_tiles, B * H)](w, cw2, T, H, D, d, n_tiles, **tile_cfg)
+    return cfg, tile_cfg, n_tiles, (T, H, H * d, d, n_tiles)
+
+
+def _forward(w: torch.Tensor, temp: torch.Tensor, beta: torch.Tensor, block_t: int | None):
+    """The three forward passes and the scans between them: the output and what the backward reads (Π and the
+    tile carries of Σw², ΣΠw², ΣΠ)."""
+    B, T, H, d = w.shape
+    cfg, tile_cfg, n_tiles, dims = _launch_sizes(w, block_t)
+    cw2 = scratch((B, n_tiles, H, d), torch.float32, w.device)
+    _tile_sumsq_kernel[(n_tiles, B * H)](w, cw2, *dims, **tile_cfg)
     carry_w2 = _before(cw2)
-    pi, cpw2, cpi = scratch(B, T, H, like=w), scratch(B, n_tiles, H, d, like=w), scratch(B, n_tiles, H, like=w)
+    pi = scratch((B, T, H), torch.float32, w.device)
+    cpw2, cpi = scratch((B, n_tiles, H, d), torch.float32, w.device), scratch((B, n_tiles, H), torch.float32, w.device)
     _memberships_kernel[(n_tiles, B)](
-        w, temp, beta, carry_w2, pi, cpw2, cpi, T, H, D, d, n_tiles, t_max, PREFIX_EPS=PREFIX_EPS, **cfg
+        w, temp, beta, carry_w2, pi, cpw2, cpi, *dims, beta.shape[1], PREFIX_EPS=PREFIX_EPS, **cfg
     )
     carry_a, carry_m = _before(cpw2), _before(cpi)
-    out = scratch(B, T, H, d, like=w, dtype=w.dtype)
-    _output_kernel[(n_tiles, B * H)](w, pi, carry_a, carry_m, out, T, H, D, d, n_tiles, MASS_EPS=MASS_EPS, **tile_cfg)
+    out = scratch((B, T, H, d), w.dtype, w.device)
+    _output_kernel[(n_tiles, B * H)](w, pi, carry_a, carry_m, out, *dims, MASS_EPS=MASS_EPS, **tile_cfg)
     return out, (pi, carry_w2, carry_a, carry_m)
 
 
 def _backward(g, w, temp, beta, pi, carry_w2, carry_a, carry_m, block_t: int | None):
+    """The three backward passes and the suffix scans between them, from the output gradient `g`: dw, dtemp,
+    dbeta."""
     B, T, H, d = w.shape
-    cfg = blocks(H, d, block_t, TILE_ELEMENTS)
-    tile_cfg = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_D": cfg["BLOCK_D"], "num_warps": cfg["num_warps"]}
-    n_tiles = triton.cdiv(T, cfg["BLOCK_T"])
-    D, t_max = H * d, beta.shape[1]
+    cfg, tile_cfg, n_tiles, dims = _launch_sizes(w, block_t)
+    t_max = beta.shape[1]
     eps = {"PREFIX_EPS": PREFIX_EPS, "MASS_EPS": MASS_EPS}
-    cda, cdz = scratch(B, n_tiles, H, d, like=w), scratch(B, n_tiles, H, like=w)
-    _tile_gradsum_kernel[(n_tiles, B * H)](
-        w, g, pi, carry_a, carry_m, cda, cdz, T, H, D, d, n_tiles, MASS_EPS=MASS_EPS, **tile_cfg
-    )
+    cda, cdz = scratch((B, n_tiles, H, d), torch.float32, w.device), scratch((B, n_tiles, H), torch.float32, w.device)
+    _tile_gradsum_kernel[(n_tiles, B * H)](w, g, pi, carry_a, carry_m, cda, cdz, *dims, MASS_EPS=MASS_EPS, **tile_cfg)
     carry_da, carry_dz = _after(cda), _after(cdz)
-    ds, cdc = scratch(B, T, H, like=w), scratch(B, n_tiles, H, d, like=w)
+    ds, cdc = scratch((B, T, H), torch.float32, w.device), scratch((B, n_tiles, H, d), torch.float32, w.device)
     dtemp = torch.zeros(H, dtype=torch.float32, device=w.device)
     dbeta = torch.zeros(H, t_max, dtype=torch.float32, device=w.device)
+    carries = (carry_w2, carry_a, carry_m, carry_da)
     _logit_grad_kernel[(n_tiles, B)](
-        w,
-        g,
-        temp,
-        beta,
-        pi,
-        carry_w2,
-        carry_a,
-        carry_m,
-        carry_da,
-        carry_dz,
-        ds,
-        dtemp,
-        dbeta,
-        cdc,
-        T,
-        H,
-        D,
-        d,
-        n_tiles,
-        t_max,
-        **eps,
-        **cfg,
+        w, g, temp, beta, pi, *carries, carry_dz, ds, dtemp, dbeta, cdc, *dims, t_max, **eps, **cfg
     )
-    dw = scratch(B, T, H, d, like=w, dtype=w.dtype)
-    _dw_kernel[(n_tiles, B * H)](
-        w, g, pi, ds, carry_w2, carry_a, carry_m, carry_da, _after(cdc), dw, T, H, D, d, n_tiles, **eps, **tile_cfg
-    )
+    dw = scratch((B, T, H, d), w.dtype, w.device)
+    _dw_kernel[(n_tiles, B * H)](w, g, pi, ds, *carries, _after(cdc), dw, *dims, **eps, **tile_cfg)
     return dw, dtemp.to(temp.dtype), dbeta.to(beta.dtype)
 
 

@@ -1,5 +1,6 @@
-"""AFT Triton kernels (`attnbench/mechanisms/aft/triton_aft.py`, `triton_aft_local.py`) against the float64
-reference, forward and backward (q, k, v and the local variant's learned band bias).
+"""AFT Triton kernels (`attnbench/mechanisms/aft/triton_aft.py`, `triton_aft_local.py`, both on the chunked scan
+of `triton_aft_scan.py`) against the float64 reference, forward and backward (q, k, v and the local variant's
+learned band bias).
 
 On a CPU these run under TRITON_INTERPRET=1 (tests/conftest.py sets it), where tiles are 16 tokens × 16 channels
 and tl.dot is exact in fp32. Shapes are small and awkward (odd T, d = 10, H = 3, B = 1 and 2, T = 1) and
@@ -30,7 +31,8 @@ triton = pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
-from attnbench.mechanisms.aft import triton_aft, triton_aft_local  # noqa: E402
+from attnbench.mechanisms import triton_common  # noqa: E402
+from attnbench.mechanisms.aft import triton_aft, triton_aft_local, triton_aft_scan  # noqa: E402
 
 AFT = registry.get("aft")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,14 +40,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TOLERANCE = registry.DEFAULT_TOLERANCES
 
 
-def _nan_buffer(shape, dtype, device):
-    return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
     """Every output and scratch buffer the kernels must fill starts as NaN."""
-    monkeypatch.setattr(triton_aft, "buffer", _nan_buffer)
+    monkeypatch.setattr(triton_common, "POISON", True)
 
 
 def _inputs(B, T, H, d, dtype, seed, window=None):
@@ -134,7 +132,9 @@ def test_poison_catches_an_unwritten_chunk(monkeypatch, seed):
     """The poisoning is not vacuous: with the last chunk's programs dropped, its tokens come out NaN (causal: the
     earlier chunks' carries do not read it; non-causal, the NaN would reach every token through the total)."""
     monkeypatch.setattr(
-        triton_aft.Layout, "grid", lambda self, meta: (triton.cdiv(self.C, meta["BLOCK_C"]), self.nchunk - 1, self.B)
+        triton_aft_scan.Layout,
+        "grid",
+        lambda self, meta: (triton.cdiv(self.C, meta["BLOCK_C"]), self.nchunk - 1, self.B),
     )
     q, k, v = _inputs(1, 37, 1, 4, torch.float32, seed)
     out = triton_aft.simple(q, k, v, causal=True, tiles_per_chunk=1)

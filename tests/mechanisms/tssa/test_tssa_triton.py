@@ -1,8 +1,9 @@
 """TSSA Triton kernels against the float64 reference, forward and backward, on shapes that span several tiles.
 
 On a CPU these run under TRITON_INTERPRET=1 (tests/conftest.py sets it), so the shapes stay tiny. Every output
-and every scratch buffer a kernel must fully write starts as NaN (`POISON`), so an element no program wrote
-fails the comparison instead of passing with whatever memory held; `test_poison_catches_*` prove that it does.
+and every scratch buffer a kernel must fully write starts as NaN (`triton_common.POISON`), so an element no
+program wrote fails the comparison instead of passing with whatever memory held; `test_poison_catches_*` prove
+that it does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ triton = pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("Triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
 
+from attnbench.mechanisms import triton_common  # noqa: E402
 from attnbench.mechanisms.tssa import reference, triton_tssa, triton_tssa_causal  # noqa: E402
 
 MECH = registry.get("tssa")
@@ -29,7 +31,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(triton_tssa, "POISON", True)
+    monkeypatch.setattr(triton_common, "POISON", True)
 
 
 def _run(w, temp, beta, causal: bool, block_t: int | None) -> torch.Tensor:

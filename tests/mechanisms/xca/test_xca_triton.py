@@ -1,4 +1,5 @@
-"""The XCA Triton kernel (`attnbench/mechanisms/xca/triton_xca.py`) against the float64 reference.
+"""The XCA Triton kernels (`attnbench/mechanisms/xca/triton_xca.py`, `triton_xca_kernels.py`) against the float64
+reference.
 
 On a CPU these run under TRITON_INTERPRET=1 (set by conftest), where tl.dot is exact in fp32. Shapes are small
 and awkward: odd T, d = 12, 24, 40 (padded to 16, 32, 64), H = 3, and chunks of 16 or 32 tokens so that one
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from attnbench.measure import numerics
-from attnbench.mechanisms import registry
+from attnbench.mechanisms import registry, triton_common
 from attnbench.mechanisms.xca.reference import xca as reference
 
 HAS_CUDA = torch.cuda.is_available()
@@ -77,14 +78,10 @@ def test_matches_float64_reference(B, T, H, d, chunk, dtype_name, seed):
     _compare(_inputs(B, T, H, d, DTYPES[dtype_name], seed), chunk, dtype_name, seed)
 
 
-def _nan_empty(shape, dtype, device):
-    return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-
 def test_every_buffer_is_written(monkeypatch, seed):
     """Every buffer the kernels write starts as NaN: a single unwritten element that is read or returned
     would show up as a NaN in the output or a gradient."""
-    monkeypatch.setattr(_kernel(), "_empty", _nan_empty)
+    monkeypatch.setattr(triton_common, "POISON", True)
     inputs = _inputs(2, 37, 3, 12, torch.float32, seed)
     _compare(inputs, 16, "fp32", seed)
 
@@ -94,7 +91,7 @@ def test_poison_catches_an_unwritten_block(monkeypatch, seed):
     """The poisoning above is not vacuous: with one program too few per pass (programs are numbered head-major,
     so the last head loses its last chunk) the last head's output is NaN and the others are untouched."""
     kernel = _kernel()
-    monkeypatch.setattr(kernel, "_empty", _nan_empty)
+    monkeypatch.setattr(triton_common, "POISON", True)
     monkeypatch.setattr(kernel, "_grid", lambda heads, chunks: (heads * chunks - 1,))
     out = kernel.xca(*_inputs(1, 37, 3, 12, torch.float32, seed), tokens_per_chunk=16)
     assert torch.isnan(out[:, :, -1]).all() and torch.isfinite(out[:, :, :-1]).all()

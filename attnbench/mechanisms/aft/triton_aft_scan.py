@@ -1,0 +1,251 @@
+"""The chunked scan both AFT Triton kernels build on (AFT-simple in triton_aft, AFT-local in triton_aft_local).
+
+`q, k, v [B,T,H,d]` are read as `[B,T,C]` with the C = H·d channels contiguous. A program owns BLOCK_C channels
+of one batch row and a chunk of TILES_PER_CHUNK·BLOCK_T tokens, which it walks in `[BLOCK_T, BLOCK_C]` tiles:
+every load is a contiguous tile, and chunks give enough programs when B = 1 and T is long (`Layout`).
+
+The state of a run of tokens, per channel, is `(m, n, d)`: m the max of K over the run, `n = Σ e^{K−m}·V`,
+`d = Σ e^{K−m}`, all fp32. Two states merge exactly by rescaling to the larger m (`_merge`). Chunk states
+(`_chunk_state_kernel`: reads K, V) and their running merge (`_chunk_carry_kernel`) give each chunk the state of
+the tokens before it, and all tokens' total. A causal scan walks a chunk's tiles from its carry (`scan_tile`):
+a tile's rows share its scale `M = max(carry m, tile max of K)`, the running max at the tile's end.
+
+Causal backward sums run in reverse, tile by tile, each step decaying by `e^{M_{j−1}−M_j} ≤ 1`; a chunk gets the
+sums of the chunks after it from `_bwd_carry_kernel` (`chunk_tails`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from attnbench.mechanisms.triton_common import (
+    INTERPRETED_BLOCK,
+    autotune_configs,
+    interpreted,
+    multiprocessors,
+    scratch,
+)
+
+# Channel blocks the autotuner tries on a GPU: untuned guesses, no GPU was at hand when they were chosen.
+CHANNEL_BLOCKS = (32, 64, 128)
+TOKENS_PER_TILE = 64  # on a GPU; INTERPRETED_BLOCK under the interpreter
+# A CPU stands in for this many multiprocessors when sizing chunks, so that test shapes span several chunks.
+CPU_MULTIPROCESSORS = 2
+
+
+def channel_configs() -> list[triton.Config]:
+    """Autotune configs over the channel block BLOCK_C (a fresh list for every kernel)."""
+    return autotune_configs("BLOCK_C", CHANNEL_BLOCKS)
+
+
+@triton.jit
+def tile_offsets(i_b, t0, T, C, o_c, m_c, BLOCK_T: tl.constexpr):
+    """Element offsets `[BLOCK_T, BLOCK_C]` of tokens `t0, ...` of batch row `i_b` and the mask of real ones
+    (`t0` may be negative: a band's keys before the first token)."""
+    o_t = t0 + tl.arange(0, BLOCK_T)
+    o = (i_b.to(tl.int64) * T + o_t[:, None]) * C + o_c[None, :]
+    return o, ((o_t >= 0) & (o_t < T))[:, None] & m_c[None, :]
+
+
+@triton.jit
+def load_tile(p_x, o, mask):
+    """A tile of `p_x` at offsets `o` in fp32, 0 on masked lanes."""
+    return tl.load(p_x + o, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def load_state(p_s, plane, o, mask):
+    """A state `(m, n, d)` from planes of `p_s`; masked lanes read as the empty state `(−inf, 0, 0)`."""
+    b_m = tl.load(p_s + o, mask=mask, other=float("-inf"))
+    b_n = tl.load(p_s + plane + o, mask=mask, other=0.0)
+    b_d = tl.load(p_s + 2 * plane + o, mask=mask, other=0.0)
+    return b_m, b_n, b_d
+
+
+@triton.jit
+def store_state(p_s, plane, o, mask, b_m, b_n, b_d):
+    """A state `(m, n, d)` into three planes of `p_s`, `plane` elements apart."""
+    tl.store(p_s + o, b_m, mask=mask)
+    tl.store(p_s + plane + o, b_n, mask=mask)
+    tl.store(p_s + 2 * plane + o, b_d, mask=mask)
+
+
+@triton.jit
+def _merge(b_m, b_n, b_d, b_m2, b_n2, b_d2, m_c):
+    """State of two runs of tokens; channels off the tensor get m = 0 so that no lane computes −inf − (−inf)."""
+    b_M = tl.where(m_c, tl.maximum(b_m, b_m2), 0.0)
+    b_f, b_f2 = tl.exp(b_m - b_M), tl.exp(b_m2 - b_M)
+    return b_M, b_n * b_f + b_n2 * b_f2, b_d * b_f + b_d2 * b_f2
+
+
+@triton.jit
+def scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d):
+    """One tile of the causal scan from the state `(b_m, b_n, b_d)` of the tokens before it.
+
+    Returns the tile's scale M `[BLOCK_C]`, `e = e^{K−M}` (0 off the sequence), the rows' `num, den` relative to
+    M `[BLOCK_T, BLOCK_C]` (den 1 on channels off the tensor, so that no lane divides 0 by 0), and the state
+    after the tile."""
+    b_M = tl.where(m_c, tl.maximum(b_m, tl.max(tl.where(mask, b_k, float("-inf")), axis=0)), 0.0)
+    b_f = tl.exp(b_m - b_M)  # rescales the carry; 0 for the empty state
+    b_e = tl.exp(tl.where(mask, b_k - b_M[None, :], float("-inf")))
+    b_ev = b_e * b_v
+    b_num = tl.cumsum(b_ev, axis=0) + (b_n * b_f)[None, :]
+    b_den = tl.where(m_c[None, :], tl.cumsum(b_e, axis=0) + (b_d * b_f)[None, :], 1.0)
+    return b_M, b_e, b_num, b_den, b_n * b_f + tl.sum(b_ev, axis=0), b_d * b_f + tl.sum(b_e, axis=0)
+
+
+@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.jit
+def _chunk_state_kernel(
+    p_k, p_v, p_s, T, C, NT, NCHUNK, BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr
+):
+    """State of every chunk on its own: `s [3, B, NCHUNK, C]`."""
+    i_c, i_n, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    b_m = tl.full([BLOCK_C], float("-inf"), tl.float32)
+    b_n = tl.zeros([BLOCK_C], tl.float32)
+    b_d = tl.zeros([BLOCK_C], tl.float32)
+    j0 = i_n * TILES_PER_CHUNK
+    for j in range(j0, tl.minimum(j0 + TILES_PER_CHUNK, NT)):
+        o, mask = tile_offsets(i_b, j * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
+        b_k = load_tile(p_k, o, mask)
+        b_M = tl.where(m_c, tl.maximum(b_m, tl.max(tl.where(mask, b_k, float("-inf")), axis=0)), 0.0)
+        b_f = tl.exp(b_m - b_M)
+        b_e = tl.exp(tl.where(mask, b_k - b_M[None, :], float("-inf")))
+        b_n = b_n * b_f + tl.sum(b_e * load_tile(p_v, o, mask), axis=0)
+        b_d = b_d * b_f + tl.sum(b_e, axis=0)
+        b_m = b_M
+    o_s = (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c
+    store_state(p_s, tl.num_programs(2).to(tl.int64) * NCHUNK * C, o_s, m_c, b_m, b_n, b_d)
+
+
+@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.jit
+def _chunk_carry_kernel(p_s, p_carry, p_total, C, NCHUNK, BLOCK_C: tl.constexpr):
+    """`carry [3, B, NCHUNK, C]`: the state of the chunks before each chunk; `total [3, B, C]`: of all chunks."""
+    i_c, i_b = tl.program_id(0), tl.program_id(1)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    plane = tl.num_programs(1).to(tl.int64) * NCHUNK * C
+    b_m = tl.full([BLOCK_C], float("-inf"), tl.float32)
+    b_n = tl.zeros([BLOCK_C], tl.float32)
+    b_d = tl.zeros([BLOCK_C], tl.float32)
+    for i_n in range(NCHUNK):
+        o_s = (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c
+        store_state(p_carry, plane, o_s, m_c, b_m, b_n, b_d)
+        b_m2, b_n2, b_d2 = load_state(p_s, plane, o_s, m_c)
+        b_m, b_n, b_d = _merge(b_m, b_n, b_d, b_m2, b_n2, b_d2, m_c)
+    store_state(p_total, tl.num_programs(1).to(tl.int64) * C, i_b.to(tl.int64) * C + o_c, m_c, b_m, b_n, b_d)
+
+
+@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.jit
+def _bwd_carry_kernel(p_z, p_tiles, p_h, C, NT, NCHUNK, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Causal: `h [2, B, NCHUNK, C]`, the sums of the chunks after each chunk rescaled to the scale of its last
+    tile: `H_c = e^{M_last(c) − M_first(c+1)}·(Z_{c+1} + e^{M_first(c+1) − M_last(c+1)}·H_{c+1})`."""
+    i_c, i_b = tl.program_id(0), tl.program_id(1)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    plane = tl.num_programs(1).to(tl.int64) * NCHUNK * C
+    b_h = tl.zeros([BLOCK_C], tl.float32)
+    b_h2 = tl.zeros([BLOCK_C], tl.float32)
+    for i in range(NCHUNK):
+        i_n = NCHUNK - 1 - i
+        o_z = (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c
+        tl.store(p_h + o_z, b_h, mask=m_c)
+        tl.store(p_h + plane + o_z, b_h2, mask=m_c)
+        j0 = i_n * TILES_PER_CHUNK
+        j1 = tl.minimum(j0 + TILES_PER_CHUNK, NT)
+        o_t = i_b.to(tl.int64) * NT * C + o_c
+        b_first = tl.load(p_tiles + o_t + j0 * C, mask=m_c, other=0.0)
+        b_last = tl.load(p_tiles + o_t + (j1 - 1) * C, mask=m_c, other=0.0)
+        b_prev = tl.load(p_tiles + o_t + (j0 - 1) * C, mask=tl.where(j0 > 0, m_c, False), other=float("-inf"))
+        b_f = tl.exp(b_first - b_last)
+        b_g = tl.exp(b_prev - b_first)
+        b_h = b_g * (tl.load(p_z + o_z, mask=m_c, other=0.0) + b_f * b_h)
+        b_h2 = b_g * (tl.load(p_z + plane + o_z, mask=m_c, other=0.0) + b_f * b_h2)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How `[B, T, C]` is cut: tiles of `block_t` tokens, chunks of `tiles_per_chunk` tiles, one program per
+    (channel block, chunk, batch row)."""
+
+    B: int
+    T: int
+    C: int
+    block_t: int
+    tiles_per_chunk: int
+
+    @property
+    def nt(self) -> int:
+        return triton.cdiv(self.T, self.block_t)
+
+    @property
+    def nchunk(self) -> int:
+        return triton.cdiv(self.nt, self.tiles_per_chunk)
+
+    def grid(self, meta) -> tuple[int, int, int]:
+        return triton.cdiv(self.C, meta["BLOCK_C"]), self.nchunk, self.B
+
+    def grid_rows(self, meta) -> tuple[int, int]:
+        return triton.cdiv(self.C, meta["BLOCK_C"]), self.B
+
+    def state(self, planes: int, n: int, device) -> torch.Tensor:
+        return scratch((planes, self.B, n, self.C), torch.float32, device)
+
+    def tiling(self) -> dict[str, int]:
+        """The tile and chunk sizes every chunked kernel takes as meta-parameters."""
+        return dict(BLOCK_T=self.block_t, TILES_PER_CHUNK=self.tiles_per_chunk)
+
+
+def layout(B: int, T: int, C: int, device: torch.device, tiles_per_chunk: int | None = None) -> Layout:
+    """Tiles of TOKENS_PER_TILE tokens (INTERPRETED_BLOCK when interpreted); chunks small enough for about 4
+    programs per multiprocessor, counting channel blocks of 64."""
+    block_t = INTERPRETED_BLOCK if interpreted() else TOKENS_PER_TILE
+    nt = triton.cdiv(T, block_t)
+    if tiles_per_chunk is None:
+        sms = multiprocessors(device, CPU_MULTIPROCESSORS)
+        chunks = max(1, (4 * sms) // (B * triton.cdiv(C, 64)))
+        tiles_per_chunk = triton.cdiv(nt, min(nt, chunks))
+    return Layout(B, T, C, block_t, tiles_per_chunk)
+
+
+def chunk_states(k: torch.Tensor, v: torch.Tensor, lay: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """`carry [3, B, NCHUNK, C]` (state before each chunk) and `total [3, B, C]`, from `k, v [B,T,C]`."""
+    states, carry = lay.state(3, lay.nchunk, k.device), lay.state(3, lay.nchunk, k.device)
+    total = scratch((3, lay.B, lay.C), torch.float32, k.device)
+    _chunk_state_kernel[lay.grid](k, v, states, lay.T, lay.C, lay.nt, lay.nchunk, **lay.tiling())
+    _chunk_carry_kernel[lay.grid_rows](states, carry, total, lay.C, lay.nchunk)
+    return carry, total
+
+
+def empty_carry(lay: Layout, device) -> torch.Tensor:
+    """The state before the only chunk: no tokens, `(−inf, 0, 0)` per channel."""
+    carry = torch.zeros(3, lay.B, 1, lay.C, dtype=torch.float32, device=device)
+    carry[0] = float("-inf")
+    return carry
+
+
+def forward_states(k: torch.Tensor, v: torch.Tensor, causal: bool, lay: Layout):
+    """`carry, total, tiles` for a forward: the chunks' carries and total (with one causal chunk, no pass: the
+    causal kernels read no total), and the buffer where a causal forward saves every tile's state (the total
+    itself when non-causal, which is all the backward needs then)."""
+    if causal and lay.nchunk == 1:
+        carry = total = empty_carry(lay, k.device)
+    else:
+        carry, total = chunk_states(k, v, lay)
+    tiles = lay.state(3, lay.nt, k.device) if causal else total
+    return carry, total, tiles
+
+
+def chunk_tails(z: torch.Tensor, tiles: torch.Tensor, lay: Layout) -> torch.Tensor:
+    """`h [2, B, NCHUNK, C]`: the reverse sums entering each chunk from the chunks after it (causal)."""
+    h = scratch(z.shape, z.dtype, z.device)
+    _bwd_carry_kernel[lay.grid_rows](z, tiles, h, lay.C, lay.nt, lay.nchunk, TILES_PER_CHUNK=lay.tiles_per_chunk)
+    return h
