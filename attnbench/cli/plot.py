@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-# The choices of `attnbench.analysis.summary` (AXES, METRICS), repeated here so that `--help` imports no pandas.
+# The choices of `attnbench.analysis.series.AXES` and `attnbench.plots.figures.METRICS`, repeated here so that
+# `--help` imports no pandas (a test checks that they agree).
 X_AXES = ("T", "D", "d", "B", "H", "G")
 METRICS = ("time", "memory", "throughput", "speedup")
 
@@ -43,7 +44,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     "mechanisms",
     multiple=True,
     metavar="NAME",
-    help="Keep only this mechanism, e.g. mha or aft:simple (repeatable).",
+    help="Keep only this mechanism, or one of its variants as NAME:VARIANT (repeatable).",
 )
 @click.option("--impl", "impls", multiple=True, metavar="NAME", help="Keep only this implementation (repeatable).")
 @click.option(
@@ -82,10 +83,10 @@ def plot(
     \b
     Time, peak memory and throughput against T (and D, B, H when swept), the speed-up of every
     implementation over its mechanism's reference, fitted exponents with 95% intervals, the length
-    from which each linear-time mechanism beats softmax MHA, and where each one ran out of memory.
-    The summary is printed and written as summary.md, summary.csv and crossover.csv.
+    from which each linear-time mechanism beats the quadratic baseline, and where each one ran out
+    of memory. The summary is printed and written as summary.md, summary.csv and crossover.csv.
     """
-    from attnbench.analysis.summary import AnalysisError
+    from attnbench.analysis.rows import AnalysisError
     from attnbench.plots.figures import plot_results
     from attnbench.results.files import ResultsError
 
