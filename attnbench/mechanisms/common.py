@@ -1,11 +1,13 @@
-"""Pieces every mechanism shares: random tensors, projection weights, the `compile` implementation."""
+"""Pieces every mechanism shares: random tensors, projection weights and their costs, the `compile` implementation."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from attnbench.mechanisms.problem import Problem
-from attnbench.mechanisms.registry import Impl
+from attnbench.mechanisms.problem import Mode, Problem
+from attnbench.mechanisms.registry import Impl, get
 
 COMPILE_IMPL = Impl(
     name="compile",
@@ -27,6 +29,7 @@ class Draw:
         self.generator = generator
 
     def normal(self, *shape: int, std: float = 1.0, mean: float = 0.0) -> torch.Tensor:
+        """A tensor of `shape` drawn from N(mean, std²)."""
         out = torch.empty(shape, dtype=self.dtype, device=self.device)
         if self.device.type != "meta":
             out.normal_(mean, std, generator=self.generator)
@@ -38,25 +41,23 @@ class Draw:
 
 
 def generator_for(device: str | torch.device, seed: int) -> torch.Generator | None:
+    """A generator on `device` seeded with `seed`; None on `meta`, where nothing is drawn."""
     device = torch.device(device)
     if device.type == "meta":
         return None
     return torch.Generator(device=device).manual_seed(seed)
 
 
+# One compiled reference per problem: compiling is slow, and a benchmark calls the same problem many times.
 _compiled: dict[str, object] = {}
 
 
 def compiled_reference(problem: Problem, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """`torch.compile` of the mechanism's reference core, compiled once per problem (static shapes)."""
-    from functools import partial
-
-    from attnbench.mechanisms import registry
-
     key = repr(problem)
     fn = _compiled.get(key)
     if fn is None:
-        fn = _compiled[key] = torch.compile(partial(registry.get(problem.mechanism).reference, problem))
+        fn = _compiled[key] = torch.compile(partial(get(problem.mechanism).reference, problem))
     return fn(tensors)
 
 
@@ -70,7 +71,6 @@ def projection_bytes(tokens: int, itemsize: int, *shapes: tuple[int, int]) -> in
     return itemsize * sum(tokens * fan_in + fan_in * fan_out + tokens * fan_out for fan_in, fan_out in shapes)
 
 
-def mode_bytes(fwd: int, bwd: int, mode) -> int:
-    from attnbench.mechanisms.problem import Mode
-
+def mode_bytes(fwd: int, bwd: int, mode: Mode | str) -> int:
+    """The bytes of one call in `mode`, from the forward's and the backward's: both together move their sum."""
     return {Mode.FWD: fwd, Mode.BWD: bwd, Mode.FWD_BWD: fwd + bwd}[Mode(mode)]

@@ -1,4 +1,4 @@
-"""AFT, the Attention Free Transformer, written from the formulas of Zhai et al. 2021 (MECHANISMS.md §3).
+"""AFT, the Attention Free Transformer, written from the formulas of Zhai et al. 2021 (README.md).
 
 For batch b, token t and channel c (the D' = H·d channels are independent; heads only group them):
 
@@ -16,7 +16,8 @@ numerator and the denominator: per channel the max of K over the keys a row sees
 the 0 that lies outside a band or kernel). The shifts are constants to autograd (detached), which leaves the
 gradients exact. Work is in float32 (float64 for float64 inputs); the result is cast back to the input dtype.
 Token reductions run over axis 1 of the contiguous `[B, T, D']` view of the inputs: no transposed copy and no
-softmax over a strided axis (ANCHORS.md: that layout alone cost 50×).
+softmax over a strided axis (an eager AFT-simple that reduced over the token axis of a `[B,H,T,d]` tensor was
+measured 30–50× slower on a GPU than the other linear-time mechanisms' eager forwards at 16K tokens).
 """
 
 from __future__ import annotations

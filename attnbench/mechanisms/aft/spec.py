@@ -1,4 +1,4 @@
-"""AFT, the Attention Free Transformer (Zhai et al. 2021), MECHANISMS.md §3: one mechanism, four variants.
+"""AFT, the Attention Free Transformer (Zhai et al. 2021): one mechanism, four variants.
 
 The math is per channel over `D' = H·d` channels; heads only group them (and, for conv, pick the key channel
 and the kernel). Core tensors: `q, v [B,T,H,d]`, `k [B,T,H,d]` (conv: `k [B,T,H,1]`, one key channel per head

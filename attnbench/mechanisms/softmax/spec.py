@@ -1,4 +1,5 @@
-"""Softmax attention: `mha` (G = H), `gqa` (G key/value heads) and `mqa` (G = 1), see MECHANISMS.md §1.
+"""Softmax attention: `mha` (G = H), `gqa` (G key/value heads) and `mqa` (G = 1); README.md beside this file
+has the equations and the cost models.
 
 Core tensors: `q [B,T,H,d]`, `k, v [B,T,G,d]`. Layer tensors: `x [B,T,D]`, `W_q [D,H·d]`, `W_k, W_v [D,G·d]`,
 `W_o [H·d,D]`, all `N(0, 1/fan_in)`.

@@ -1,4 +1,4 @@
-"""Tensor Product Attention (T6), written to mirror MECHANISMS.md §4 and the authors' `model/T6.py`.
+"""Tensor Product Attention (T6), written to mirror the authors' `model/T6.py` (`tensorgi/T6`; README.md).
 
 Each token carries contextual factors: head factors `A [B,T,H,R]` and feature factors `B [B,T,R,d]`. Queries,
 keys and values are their rank-R products, `Q_t = (1/R_q)·A_qᵀ RoPE_t(B_q)` and likewise for K (rank R_k) and
@@ -7,8 +7,8 @@ V (rank R_v, no rotary); then causal or non-causal softmax attention per head wi
 The rotary acts on the B factors only (what the factor KV cache stores), in the authors' form: half-split
 layout and the `−θ` rotation `y1 = x1·cos + x2·sin`, `y2 = −x1·sin + x2·cos`. Because the rotary is linear in
 the feature axis, rotating B before the product equals rotating the formed Q or K. As in the authors'
-`T6.py`, the query factors are rotated too (MECHANISMS.md writes the rotary on K only; without it on Q the
-scores would not depend on relative position alone).
+`T6.py`, the query factors are rotated as well as the key factors: with the rotary on K alone the scores would
+not depend on relative position only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TPA: Tensor Product Attention (T6), see MECHANISMS.md §4 and `reference.py`.
+"""TPA: Tensor Product Attention (T6); README.md beside this file has the equations and the cost models.
 
 Core tensors: the contextual factors `A_q [B,T,H,R_q]`, `B_q [B,T,R_q,d]`, `A_k [B,T,H,R_k]`, `B_k [B,T,R_k,d]`,
 `A_v [B,T,H,R_v]`, `B_v [B,T,R_v,d]`, drawn N(0, 1). Layer tensors: `x [B,T,D]`, the six factor maps

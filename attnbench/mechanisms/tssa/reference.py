@@ -1,4 +1,4 @@
-"""TSSA (Token Statistics Self-Attention), written to mirror the authors' PyTorch (MECHANISMS.md §2).
+"""TSSA (Token Statistics Self-Attention), written to mirror the authors' PyTorch (README.md has the equations).
 
 Non-causal is `AttentionTSSA` of `RobinWu218/ToST` `tost_vision/tost.py`; causal is `CausalSelfAttention_TSSA`
 of `tost_lang/model_TSSA.py`. The layout here is `[B, T, H, d]` (the authors' is `[B, H, T, d]`), so the token

@@ -1,4 +1,4 @@
-"""TSSA: Token Statistics Self-Attention (ToST), see MECHANISMS.md §2.
+"""TSSA: Token Statistics Self-Attention (ToST); README.md beside this file has the equations and the cost models.
 
 Core tensors: `w [B,T,H,d]` (the projected input), `temp [H]` and, causal only, `beta [H, t_max]`. Layer
 tensors: `x [B,T,D]`, `W_in [D,D]`, `b_in [D]`, `W_o [D,D]`, `b_o [D]`, `temp`, `beta`. `temp` is drawn as
@@ -14,8 +14,8 @@ from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projecti
 from attnbench.mechanisms.problem import Level, Mode, Problem
 from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param
 
-# Element-wise FLOPs per element of w in the forward (MECHANISMS.md §2): squares, the token norm, the head
-# softmax, the weighted token sums and the output scaling.
+# Element-wise FLOPs per element of w in the forward, an estimate (README.md): squares, the token norm, the
+# head softmax, the weighted token sums and the output scaling.
 ELEMENTWISE_FLOPS = 15
 
 
@@ -63,7 +63,7 @@ def flops(problem: Problem) -> FlopCount:
 
 
 def min_bytes(problem: Problem, mode: Mode, itemsize: int) -> int:
-    """Fewest bytes of a fused kernel (MECHANISMS.md §2; README.md derives them).
+    """Fewest bytes of a fused kernel (README.md derives them).
 
     Forward, causal or not: three reductions over tokens depend on each other (Σw², then Π-weighted sums, then
     the output), so `w` is read three times and the output written once, plus Π saved in fp32 for the

@@ -1,4 +1,4 @@
-"""XCA: cross-covariance attention (XCiT), see MECHANISMS.md §5 and `reference.py`.
+"""XCA: cross-covariance attention (XCiT); README.md beside this file has the equations and the cost models.
 
 Core tensors: `q, k, v [B,T,H,d]` drawn N(0, 1) and the learned temperature `tau [H]`, drawn `1 + 0.1·N(0,1)`
 (the authors initialise it to 1) so that no test sits at a degenerate value. Layer tensors: `x [B,T,D]`,
@@ -105,7 +105,7 @@ MECHANISMS = (
         causal=NON_CAUSAL,
         # At T = 1 with d > 1, q̂ = sign(q) is locally constant: ∂O/∂q = ∂O/∂k = 0 exactly, and what any
         # finite-precision kernel returns is roundoff, which a relative error cannot judge. The T = 1 case
-        # here has d = 1 (A = 1, O = v, every q/k/τ gradient exactly 0); tests/test_xca_triton.py checks
+        # here has d = 1 (A = 1, O = v, every q/k/τ gradient exactly 0); the Triton kernel's own tests check
         # T = 1 with d = 12 by absolute error.
         test_problems=(
             dict(B=2, T=37, H=3, d=24),

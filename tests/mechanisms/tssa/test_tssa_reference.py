@@ -1,4 +1,5 @@
-"""TSSA reference against a naive, loop-by-loop transcription of MECHANISMS.md §2, plus its cost model and checks.
+"""TSSA's reference against a naive, loop-by-loop transcription of its equations (the mechanism's README.md),
+the identities between its causal and non-causal forms, closed forms and numerical edges.
 
 The naive version builds every number from scalar tensors in explicit loops over batch, tokens, heads and
 channels, so autograd through it gives the gradients the reference must match (float64, tiny shapes).
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from float64_checks import assert_close_with_grads
 
 from attnbench.measure import numerics
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.problem import Level, Mode
+from attnbench.mechanisms.problem import Level
 from attnbench.mechanisms.tssa import reference
 
 MECH = registry.get("tssa")
@@ -107,9 +108,8 @@ def _inputs(problem, seed):
     return numerics.make_inputs(MECH, problem, "fp64", "cpu", seed, requires_grad=True)
 
 
-def _grads(out: torch.Tensor, tensors: dict[str, torch.Tensor], grad_out: torch.Tensor) -> dict[str, torch.Tensor]:
-    grads = torch.autograd.grad(out, list(tensors.values()), grad_out)
-    return dict(zip(tensors, grads, strict=True))
+# Every gradient must be nonzero: the naive loops are slow, so each shape has to count.
+TOLERANCES = dict(rtol=1e-12, atol=1e-12, grad_rtol=1e-10, grad_atol=1e-12, nonzero_grads=True)
 
 
 SHAPES = [
@@ -122,14 +122,13 @@ SHAPES = [
 @pytest.mark.parametrize("kwargs", SHAPES, ids=["noncausal", "causal", "causal-t_max"])
 def test_core_matches_naive_loops_forward_and_backward(kwargs, seed):
     problem = MECH.problem(**kwargs)
-    tensors = _inputs(problem, seed)
-    expected = naive_core(tensors["w"], tensors["temp"], tensors.get("beta"), problem.causal)
-    actual = MECH.reference(problem, tensors)
-    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
-    grad_out = numerics.output_grad(actual, seed)
-    for name, (a, e) in _zipped(_grads(actual, tensors, grad_out), _grads(expected, tensors, grad_out)):
-        assert a.abs().max() > 0, f"d{name} is zero: the test would not see a wrong gradient"
-        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12, msg=f"d{name}")
+    assert_close_with_grads(
+        lambda t: MECH.reference(problem, t),
+        lambda t: naive_core(t["w"], t["temp"], t.get("beta"), problem.causal),
+        _inputs(problem, seed),
+        seed,
+        **TOLERANCES,
+    )
 
 
 @pytest.mark.parametrize("kwargs", SHAPES[:2], ids=["noncausal", "causal"])
@@ -137,18 +136,9 @@ def test_layer_matches_naive_loops_forward_and_backward(kwargs, seed):
     problem = MECH.problem(**kwargs, level=Level.LAYER)
     tensors = _inputs(problem, seed)
     assert set(tensors) == {"x", "W_in", "b_in", "W_o", "b_o", "temp"} | ({"beta"} if problem.causal else set())
-    expected = naive_layer(problem, tensors)
-    actual = MECH.run_reference(problem, tensors)
-    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
-    grad_out = numerics.output_grad(actual, seed)
-    for name, (a, e) in _zipped(_grads(actual, tensors, grad_out), _grads(expected, tensors, grad_out)):
-        assert a.abs().max() > 0, f"d{name} is zero: the test would not see a wrong gradient"
-        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12, msg=f"d{name}")
-
-
-def _zipped(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    return [(name, (a[name], b[name])) for name in a]
+    assert_close_with_grads(
+        lambda t: MECH.run_reference(problem, t), lambda t: naive_layer(problem, t), tensors, seed, **TOLERANCES
+    )
 
 
 def test_memberships_match_naive_and_sum_to_one(seed):
@@ -165,8 +155,8 @@ def test_memberships_match_naive_and_sum_to_one(seed):
 
 
 def test_causal_pi_at_last_token_equals_noncausal_but_output_differs(seed):
-    """MECHANISMS.md §7: at the last token the prefix sum of w² is the full token sum, so Π agrees (with the
-    position bias there zero); the output does not, since causal `dots` weights tokens by the causal Π."""
+    """At the last token the prefix sum of w² is the full token sum, so Π agrees (with the position bias there
+    zero); the output does not, since causal `dots` weights tokens by the causal Π."""
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(2, 9, 3, 5, dtype=torch.float64, generator=gen)
     temp = 1 + 0.1 * torch.randn(3, dtype=torch.float64, generator=gen)
@@ -192,52 +182,6 @@ def test_reference_uses_the_memberships_helper(monkeypatch, seed):
     torch.testing.assert_close(MECH.reference(problem, tensors), -w * 0.5 / (1 + dots))
 
 
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("level", [Level.CORE, Level.LAYER])
-def test_flops_match_flop_counter(causal, level, seed):
-    problem = MECH.problem(B=2, T=7, H=3, d=5, causal=causal, level=level)
-    tensors = numerics.make_inputs(MECH, problem, "fp32", "cpu", seed, requires_grad=False)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        MECH.run_reference(problem, tensors)
-    counted = MECH.flops(problem)
-    assert counted.matmul == counter.get_total_flops()
-    assert counted.other == 15 * problem.B * problem.T * problem.D
-    if level is Level.LAYER:
-        assert counted.matmul == 4 * problem.B * problem.T * problem.D**2
-
-
-def test_min_bytes_model():
-    problem = MECH.problem(B=2, T=64, H=4, d=8)
-    s, BTD, BHT = 2, 2 * 64 * 32, 2 * 4 * 64
-    assert MECH.min_bytes(problem, Mode.FWD, s) == s * BTD * 4 + 4 * BHT
-    assert MECH.min_bytes(problem, Mode.BWD, s) == s * BTD * 7 + 4 * BHT * 5
-    assert MECH.min_bytes(problem, Mode.FWD_BWD, s) == s * BTD * 11 + 4 * BHT * 6
-    layer = problem.with_(level=Level.LAYER)
-    assert MECH.min_bytes(layer, Mode.FWD, s) > MECH.min_bytes(problem, Mode.FWD, s)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "name"),
-    [
-        (dict(T=8, causal=True, t_max=7), "t_max"),
-        (dict(T=8, causal=True, t_max=0), "t_max"),
-        (dict(T=8, causal=True, t_max=2.5), "t_max"),
-        (dict(T=8, causal=True, t_max=True), "t_max"),
-        (dict(T=0), "T"),
-        (dict(T=8, window=3), "window"),
-    ],
-)
-def test_bad_arguments_raise_naming_them(kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        MECH.problem(**{"B": 1, "H": 2, "d": 4, **kwargs})
-
-
-def test_t_max_is_ignored_without_causal():
-    problem = MECH.problem(B=1, T=8, H=2, d=4, t_max=4)
-    assert "beta" not in MECH.make_tensors(problem, torch.float64, "cpu", None)
-
-
 def test_reference_rejects_bad_tensors():
     w, temp = torch.randn(1, 5, 2, 3), torch.ones(2)
     with pytest.raises(ValueError, match="beta"):
@@ -248,25 +192,6 @@ def test_reference_rejects_bad_tensors():
         reference.tssa(w, torch.ones(3), causal=False)
     with pytest.raises(ValueError, match="w must"):
         reference.tssa(w[0], temp, causal=False)
-
-
-def test_make_tensors_shapes_and_draws():
-    problem = MECH.problem(B=2, T=5, H=3, d=4, causal=True, t_max=11, level=Level.LAYER)
-    tensors = MECH.make_tensors(problem, torch.float32, "cpu", torch.Generator().manual_seed(0))
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    D = 12
-    assert shapes == {
-        "x": (2, 5, D),
-        "W_in": (D, D),
-        "b_in": (D,),
-        "W_o": (D, D),
-        "b_o": (D,),
-        "temp": (3,),
-        "beta": (3, 11),
-    }
-    assert not torch.equal(tensors["temp"], torch.ones(3)) and (tensors["temp"] - 1).abs().max() < 0.5
-    meta = MECH.make_tensors(problem.with_(level=Level.CORE), torch.bfloat16, "meta", None)
-    assert {n: tuple(t.shape) for n, t in meta.items()} == {"w": (2, 5, 3, 4), "temp": (3,), "beta": (3, 11)}
 
 
 def test_single_token_has_closed_form(seed):
