@@ -7,10 +7,14 @@ Every problem with a suite is a `SuiteError` with lines of the form
 A value that came from a device section is reported at its path there (`devices.cpu.sweep.T`), one that came
 from a `--set` names that override, and a scalar the schema read as a list of one is reported without the
 `[0]` the user never wrote. Pydantic's validation errors are translated into the same form here.
+
+Whatever the file holds, a message stays short: values and keys are shortened (`shorten`), and a suite with
+hundreds of mistakes reports the first `MAX_LINES` of them and how many more there are.
 """
 
 from __future__ import annotations
 
+import reprlib
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
@@ -21,6 +25,7 @@ from attnbench.suite.schema import SuiteSpec
 
 NO_VALUE = object()  # an error without a `got` part (a missing key has no value to show)
 Loc = tuple[Any, ...]  # a key path: mapping keys and list indices, from the top of the suite
+MAX_LINES = 20  # error lines a message shows; `SuiteError.errors` keeps them all
 
 # Pydantic's error types, in the words an error line uses.
 PROBLEMS = {
@@ -36,7 +41,41 @@ PROBLEMS = {
     "dict_type": "not a mapping",
     "model_type": "not a mapping",
     "string_pattern_mismatch": "not a valid name",
+    "string_too_long": "too long",
+    "finite_number": "not a finite number",
 }
+# Pydantic's range errors: the context key holding the bound, and how the line states it.
+BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<=")}
+
+
+class _ShortRepr(reprlib.Repr):
+    """`repr` cut to a readable length at every level: a 50 MB string or a list of a million items shows its
+    start, never its whole self, and building the text never costs more than the part shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = 60
+        self.maxother = 60
+        self.maxlong = 40
+        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 8
+        self.maxlevel = 2
+
+    def repr_int(self, value: int, level: int) -> str:
+        if value.bit_length() > 4 * self.maxlong:  # Python refuses str() of ints past 4300 digits
+            return f"<an integer of {value.bit_length()} bits>"
+        return super().repr_int(value, level)
+
+
+_SHORT = _ShortRepr()
+
+
+SHORT_LENGTH = 160  # the most characters of a value an error line shows
+
+
+def shorten(value: Any) -> str:
+    """`repr(value)`, shortened (`'aaaa...aaaa'`, `[1, 2, 3, ...]`) so that any value fits an error line."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHORT_LENGTH else text[: SHORT_LENGTH - 3] + "..."
 
 
 class SuiteError(ValueError):
@@ -48,10 +87,23 @@ class SuiteError(ValueError):
 
 
 def format_path(loc: Loc) -> str:
-    """`("mechanisms", 1, "params", "G")` → `mechanisms[1].params.G`."""
+    """`("mechanisms", 1, "params", "G")` → `mechanisms[1].params.G`; a key too long to read is shortened."""
     text = ""
     for item in loc:
-        text += f"[{item}]" if isinstance(item, int) else f".{item}" if text else str(item)
+        name = item if isinstance(item, str) and len(item) <= 40 else shorten(item)
+        text += f"[{item}]" if isinstance(item, int) and not isinstance(item, bool) else f".{name}" if text else name
+    return text
+
+
+def error_line(file: str, where: str, problem: str, value: Any = NO_VALUE, allowed: Any = None) -> str:
+    """`<file>: <where>: <problem>; got <value>; allowed: <allowed>`, leaving out the parts not given."""
+    text = f"{file}: {where}: {problem}" if where else f"{file}: {problem}"
+    if value is not NO_VALUE:
+        text += f"; got {shorten(value)}"
+    if allowed is not None:
+        if not isinstance(allowed, str):
+            allowed = ", ".join(str(item) for item in allowed)
+        text += f"; allowed: {allowed}"
     return text
 
 
@@ -96,14 +148,7 @@ class ErrorContext:
     def line(self, loc: Loc | str, problem: str, value: Any = NO_VALUE, allowed: Any = None) -> str:
         """One error line. `loc` is a key path, or a plain label such as `--set` for problems outside the file."""
         where = loc if isinstance(loc, str) else self.where(self.trim(loc))
-        text = f"{self.file}: {where}: {problem}" if where else f"{self.file}: {problem}"
-        if value is not NO_VALUE:
-            text += f"; got {value!r}"
-        if allowed is not None:
-            if not isinstance(allowed, str):
-                allowed = ", ".join(str(item) for item in allowed)
-            text += f"; allowed: {allowed}"
-        return text
+        return error_line(self.file, where, problem, value, allowed)
 
     def error(self, loc: Loc | str, problem: str, value: Any = NO_VALUE, allowed: Any = None) -> SuiteError:
         """A `SuiteError` of one `line`, for the caller to raise."""
@@ -111,24 +156,39 @@ class ErrorContext:
 
 
 def raise_all(lines: Sequence[str]) -> typing.NoReturn:
-    """Raise one `SuiteError` listing every line, so a file with several mistakes is fixed in one go."""
-    raise SuiteError("\n".join(lines), lines)
+    """Raise one `SuiteError` listing every line, so a file with several mistakes is fixed in one go (the
+    message shows the first `MAX_LINES` and counts the rest; `errors` holds them all)."""
+    shown = list(lines[:MAX_LINES])
+    if len(lines) > MAX_LINES:
+        shown.append(f"... and {len(lines) - MAX_LINES} more problems")
+    raise SuiteError("\n".join(shown), lines)
 
 
 def validation_lines(ctx: ErrorContext, exc: ValidationError) -> list[str]:
     """Each problem pydantic found in the suite, as an error line offering what the schema allows there."""
     lines = []
     for err in exc.errors(include_url=False):
-        loc = ctx.trim(tuple(err["loc"]))
+        loc = tuple(err["loc"])
         kind = err["type"]
         problem = PROBLEMS.get(kind, err["msg"])
-        if kind == "greater_than_equal":
-            problem = f"must be >= {err['ctx']['ge']}"
+        if kind in BOUNDS:
+            name, relation = BOUNDS[kind]
+            problem = f"must be {relation} {format_number(err['ctx'][name])}"
         if kind == "too_short" and loc[:1] == ("sweep",):
             problem = "an empty sweep"
+        if loc[-1:] == ("[key]",):  # pydantic's marker for a mapping key of the wrong type: show the key
+            loc = ctx.trim(loc[:-1])
+            lines.append(ctx.line(loc, "a key that is not a string", err["input"], "keys are names (strings)"))
+            continue
+        loc = ctx.trim(loc)
         value = NO_VALUE if kind == "missing" else _value_at(ctx.document, loc, err["input"])
         lines.append(ctx.line(loc, problem, value, _allowed(kind, loc, err)))
     return lines
+
+
+def format_number(number: float) -> str:
+    """`300.0` → `300`, `0.5` → `0.5`: a bound as the user would write it."""
+    return str(int(number)) if isinstance(number, float) and number.is_integer() else str(number)
 
 
 def _allowed(kind: str, loc: Loc, err: Mapping[str, Any]) -> Any:
@@ -141,7 +201,21 @@ def _allowed(kind: str, loc: Loc, err: Mapping[str, Any]) -> Any:
     if kind == "literal_error":
         return err["ctx"]["expected"]
     _, field = _schema_at(loc)
-    return field.description if field is not None else None
+    return _description(field) if field is not None else None
+
+
+def _description(field: Any) -> str | None:
+    """A field's description, or that of the annotated type inside it (`_listed(...) | None` keeps it there)."""
+    if getattr(field, "description", None):
+        return field.description
+    for arg in typing.get_args(getattr(field, "annotation", field)):
+        for meta in getattr(arg, "__metadata__", ()):
+            if getattr(meta, "description", None):
+                return meta.description
+        found = _description(arg) if typing.get_args(arg) else None
+        if found:
+            return found
+    return None
 
 
 def _value_at(document: Any, loc: Loc, fallback: Any) -> Any:

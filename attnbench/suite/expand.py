@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,47 +23,7 @@ from attnbench.mechanisms.problem import Level, Mode, Problem
 from attnbench.suite.case import Case, Limits, TimingSettings
 from attnbench.suite.errors import NO_VALUE, ErrorContext, Loc
 from attnbench.suite.schema import DEFAULT_DTYPES, MechanismEntry, SuiteSpec
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One point of the sweep, with the suite key each size came from (to blame it for an impossible shape)."""
-
-    B: int
-    T: int
-    H: int
-    d: int
-    source: Mapping[str, tuple[Loc, int]]  # axis of the problem → (suite key it came from, that key's value)
-
-    def dims(self) -> dict[str, int]:
-        return {"B": self.B, "T": self.T, "H": self.H, "d": self.d}
-
-
-def sweep_shapes(spec: SuiteSpec, ctx: ErrorContext) -> list[Shape]:
-    """Every shape of the sweep: d from d or D/H, B from B (default 1) or max(1, tokens // T)."""
-    sweep = spec.sweep
-    if sweep.d is not None and sweep.D is not None:
-        raise ctx.error(("sweep",), "give d (head dim) or D (model width), not both", {"d": sweep.d, "D": sweep.D})
-    if sweep.d is None and sweep.D is None:
-        raise ctx.error(("sweep",), "missing the head dim", NO_VALUE, "d (head dim) or D (model width)")
-    if sweep.B is not None and sweep.tokens is not None:
-        raise ctx.error(("sweep",), "give B or tokens, not both", {"B": sweep.B, "tokens": sweep.tokens})
-    width_key, widths = ("d", sweep.d) if sweep.d is not None else ("D", sweep.D)
-    batch_key, batches = ("B", sweep.B or [1]) if sweep.tokens is None else ("tokens", sweep.tokens)
-    shapes = []
-    for T, H, width, batch in itertools.product(sweep.T, sweep.H, widths, batches):
-        if width_key == "D" and width % H:
-            raise ctx.error(("sweep", "D"), f"D={width} is not divisible by H={H} (d = D/H)", width)
-        d = width if width_key == "d" else width // H
-        B = batch if batch_key == "B" else max(1, batch // T)
-        source = {
-            "T": (("sweep", "T"), T),
-            "H": (("sweep", "H"), H),
-            "d": (("sweep", width_key), width),
-            "B": (("sweep", batch_key), batch),
-        }
-        shapes.append(Shape(B, T, H, d, source))
-    return shapes
+from attnbench.suite.shapes import Shape, sweep_shapes
 
 
 def _mechanism(ctx: ErrorContext, index: int, entry: MechanismEntry) -> registry.Mechanism:
@@ -106,10 +67,22 @@ def _param_allowed(param: registry.Param) -> str:
     if param.choices is not None:
         return ", ".join(str(choice) for choice in param.choices)
     if param.default is None or isinstance(param.default, int):
-        bound = f" >= {param.minimum}" if param.minimum is not None else ""
+        low = param.minimum if param.minimum is not None else -MAX_PARAM_INT
         optional = " or null" if param.default is None else ""
-        return f"an integer{bound}{optional} ({param.doc})"
+        return f"an integer from {low} to {MAX_PARAM_INT}{optional} ({param.doc})"
     return param.doc
+
+
+MAX_PARAM_INT = 2**31 - 1  # a parameter is a size, a count or a base: past this no tensor could use it
+
+
+def _check_bounded(value: Any) -> None:
+    """A parameter value the mechanism accepted but no case could run with: a huge integer, an infinite or
+    undefined number. Raises ValueError (its message is the problem)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PARAM_INT:
+        raise ValueError(f"out of range (at most {MAX_PARAM_INT} in size)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("not a finite number")
 
 
 def _param_sets(
@@ -131,6 +104,7 @@ def _param_sets(
                 if isinstance(value, (list, dict)):
                     raise ValueError("not a scalar (a list sweeps scalar values)")
                 declared[name].check(mechanism.name, name, value)
+                _check_bounded(value)
             except ValueError as exc:
                 problem = re.sub(r", got .*$", "", str(exc))  # the value follows as `got`
                 raise ctx.error(loc, problem, value, _param_allowed(declared[name])) from None
@@ -172,7 +146,11 @@ def _problem(ctx: ErrorContext, point: _Point) -> tuple[Problem, str | None]:
         loc, value = _blame(point, str(exc))
         at = " ".join(f"{axis}={size}" for axis, size in shape.dims().items())
         at += f" causal={point.causal} level={point.level}"
-        raise ctx.error(loc, f"impossible shape at {at}: {exc}", value) from None
+        if loc[2:3] == ("params",):
+            allowed = _param_allowed(mechanism.params[loc[3]]) + " that holds at every shape of the sweep"
+        else:
+            allowed = f"values for which {mechanism.name}'s condition above holds (or split the entry)"
+        raise ctx.error(loc, f"impossible shape at {at}: {exc}", value, allowed) from None
 
 
 def _blame(point: _Point, message: str) -> tuple[Loc, Any]:

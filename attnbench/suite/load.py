@@ -6,7 +6,14 @@ against `attnbench.suite.schema` and expanded into cases by `attnbench.suite.exp
 `SuiteError` (`attnbench.suite.errors`) raised before anything runs, and every device section is checked
 whichever device is asked for, so a suite that loads on one machine loads on the other.
 
-`load_suite`, `Suite`, `SuiteError` and `find_suite` are the names the rest of attnbench imports from here.
+Loading has two stages. `check_suite` is the schema stage: the file read as bounded, strict YAML
+(`attnbench.suite.reader`), its keys, types and ranges, the device sections, the number of cases and the shapes;
+it never imports torch, so a malformed suite fails in a fraction of a second, before a device is even chosen.
+`load_suite` then picks the device (CUDA when there is one, which imports torch) and expands the cases against
+the mechanism registry (which imports the mechanisms, and torch with them).
+
+`load_suite`, `check_suite`, `Suite`, `SuiteError` and `find_suite` are the names the rest of attnbench imports
+from here.
 """
 
 from __future__ import annotations
@@ -17,15 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from attnbench.suite.case import Case, Limits, TimingSettings
 from attnbench.suite.errors import NO_VALUE, ErrorContext, Loc, SuiteError, raise_all, validation_lines
 from attnbench.suite.expand import expand_cases, filter_cases
+from attnbench.suite.reader import parse_yaml, read_suite_file
 from attnbench.suite.schema import ALTERNATIVES, AXES, DEFAULT_DTYPES, DEVICES, FIXED_KEYS, OVERRIDABLE, SuiteSpec
+from attnbench.suite.shapes import check_size, sweep_shapes
 
-__all__ = ["SUITES_DIR", "Suite", "SuiteError", "find_suite", "load_suite"]
+__all__ = ["SUITES_DIR", "CheckedSuite", "Suite", "SuiteError", "check_suite", "find_suite", "load_suite"]
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"  # the suites shipped with attnbench
 
@@ -53,24 +61,6 @@ def find_suite(path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     return path
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """The file as a YAML mapping; an unreadable file, bad YAML or anything but a mapping is a `SuiteError`."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read the suite ({exc.strerror or exc})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SuiteError(f"{path}: {where}invalid YAML: {problem}") from None
-    if not isinstance(document, dict):
-        raise SuiteError(f"{path}: a suite is a mapping of keys (name, mechanisms, sweep, ...); got {document!r}")
-    return document
 
 
 def _merge(base: dict, layer: Mapping, origin: str, origins: dict[Loc, str], at: Loc = ()) -> None:
@@ -101,11 +91,11 @@ def _parse_set(ctx: ErrorContext, text: str) -> dict[str, Any]:
         raise ctx.error("--set", f"unknown key {key!r}", text, allowed)
     try:
         if "," in raw and not raw.strip().startswith(("[", "{")):
-            value: Any = [yaml.safe_load(item) for item in raw.split(",")]
+            value: Any = [parse_yaml(item, "value") for item in raw.split(",")]
         else:
-            value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ctx.error("--set", f"the value is not YAML ({getattr(exc, 'problem', exc)})", text) from None
+            value = parse_yaml(raw, "value")
+    except SuiteError as exc:
+        raise ctx.error("--set", f"the value is not YAML ({exc})", text) from None
     layer: Any = value
     for part in reversed(path):
         layer = {part: layer}
@@ -159,19 +149,83 @@ def _resolved_dict(spec: SuiteSpec, dtypes: list[str]) -> dict[str, Any]:
     return data
 
 
-def _check_other_device(path: Path, document: dict[str, Any], device: str) -> None:
-    """Validate and expand the suite for another device too (without --set), so its errors surface here."""
+def _check_settings(ctx: ErrorContext, spec: SuiteSpec) -> None:
+    """What the schema checks field by field cannot: `min_reps` no larger than `max_reps`."""
+    timing = spec.timing
+    if timing.min_reps > timing.max_reps:
+        problem = f"must be <= max_reps ({timing.max_reps})"
+        raise ctx.error(("timing", "min_reps"), problem, timing.min_reps, f"an integer from 1 to {timing.max_reps}")
+
+
+def _validate(path: Path, document: dict[str, Any], device: str, overrides: Sequence[str]) -> tuple[SuiteSpec, Any]:
+    """The schema stage for one device: the suite resolved for it and validated, its settings consistent, its
+    size within bounds and every shape of its sweep well formed. No torch."""
+    spec, ctx = _resolve(path, document, device, overrides)
+    _check_settings(ctx, spec)
+    check_size(spec, ctx)
+    sweep_shapes(spec, ctx)
+    return spec, ctx
+
+
+def _noted(device: str, exc: SuiteError) -> SuiteError:
+    """`exc` with each line that is not already under `devices.<device>` saying it came from that device's
+    settings (the suite is checked for every device, whichever one runs it)."""
+    note = f" (with the {device} settings)"
+    lines = [line if f"devices.{device}." in line else line + note for line in exc.errors]
+    return SuiteError("\n".join(lines), lines)
+
+
+def _schema_error(path: Path, document: dict[str, Any], device: str, overrides: Sequence[str]) -> SuiteError | None:
+    """What the schema stage finds wrong with loading for `device`: its settings with the overrides, then every
+    other device's settings without them. None when nothing is wrong."""
     try:
-        spec, ctx = _resolve(path, document, device, ())
-        expand_cases(ctx, spec, device)
+        _validate(path, document, device, overrides)
     except SuiteError as exc:
-        note = f" (with the {device} settings)"
-        lines = [line if f"devices.{device}." in line else line + note for line in exc.errors]
-        raise SuiteError("\n".join(lines), lines) from None
+        return exc
+    for other in DEVICES:
+        if other == device:
+            continue
+        try:
+            _validate(path, document, other, ())
+        except SuiteError as exc:
+            return _noted(other, exc)
+    return None
+
+
+@dataclass(frozen=True)
+class CheckedSuite:
+    """A suite file that passed the schema stage (`check_suite`), read once: `load_suite` accepts it in place of
+    a path and expands it without reading the file again."""
+
+    path: Path
+    document: dict[str, Any]
+
+
+def check_suite(
+    path: str | Path | CheckedSuite, *, device: str | None = None, overrides: Sequence[str] = ()
+) -> CheckedSuite:
+    """The schema stage of `load_suite`, which never imports torch: read the file (bounded, strict YAML), then
+    validate keys, types, ranges, device sections, the number of cases and the shapes for `device` with the
+    `--set` overrides and for the other device without them. With `device` None (not chosen yet) the suite
+    fails here only when it would fail on every device; `load_suite` checks again once the device is known.
+    Raises `SuiteError`."""
+    if isinstance(path, CheckedSuite):
+        path, document = path.path, path.document
+    else:
+        path = find_suite(path)
+        document = None
+    if device is not None and device not in DEVICES:
+        raise SuiteError(f"{path}: device must be one of {', '.join(DEVICES)}; got {device!r}")
+    if document is None:
+        document = read_suite_file(path)
+    errors = [_schema_error(path, document, each, overrides) for each in ([device] if device else DEVICES)]
+    if all(errors):
+        raise errors[0]
+    return CheckedSuite(path, document)
 
 
 def load_suite(
-    path: str | Path,
+    path: str | Path | CheckedSuite,
     *,
     device: str | None = None,
     overrides: Sequence[str] = (),
@@ -180,27 +234,31 @@ def load_suite(
 ) -> Suite:
     """Read, validate and expand a suite for `device` ("cpu", "cuda"; None: cuda when available).
 
-    `overrides` are `--set KEY=VALUE` strings (KEY a sweep axis or a dotted key; VALUE YAML, `a,b` a list),
-    applied after the device section. `only` keeps mechanisms by `name` or `name:variant`, `impls` keeps
-    implementations by name. Every section of `devices` is validated and expanded, whichever device is asked
-    for, so a suite that loads on one machine loads on the other. Raises `SuiteError`.
+    `path` is a suite file, a bare suite name (`find_suite`) or what `check_suite` returned. `overrides` are
+    `--set KEY=VALUE` strings (KEY a sweep axis or a dotted key; VALUE YAML, `a,b` a list), applied after the
+    device section. `only` keeps mechanisms by `name` or `name:variant`, `impls` keeps implementations by name.
+    Every section of `devices` is validated and expanded, whichever device is asked for, so a suite that loads
+    on one machine loads on the other. The schema stage (`check_suite`) runs first, before torch is imported.
+    Raises `SuiteError`.
     """
-    path = find_suite(path)
+    checked = check_suite(path, device=device, overrides=overrides)
     if device is None:
-        import torch  # only here: reading a suite for an explicit device needs no torch import
+        import torch  # only now: a malformed suite has failed without waiting for torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in DEVICES:
-        raise SuiteError(f"{path}: device must be one of {', '.join(DEVICES)}; got {device!r}")
-    document = _read(path)
-    spec, ctx = _resolve(path, document, device, overrides)
+        checked = check_suite(checked, device=device, overrides=overrides)
+    spec, ctx = _validate(checked.path, checked.document, device, overrides)
     cases = filter_cases(ctx, expand_cases(ctx, spec, device), only, impls)
     for other in DEVICES:
         if other != device:
-            _check_other_device(path, document, other)
+            try:
+                other_spec, other_ctx = _validate(checked.path, checked.document, other, ())
+                expand_cases(other_ctx, other_spec, other)
+            except SuiteError as exc:
+                raise _noted(other, exc) from None
     return Suite(
         name=spec.name,
-        path=path,
+        path=checked.path,
         device=device,
         resolved=_resolved_dict(spec, list(spec.dtypes or [DEFAULT_DTYPES[device]])),
         timing=cases[0].timing,

@@ -25,14 +25,17 @@ axes to sweep; every combination becomes one `Case`. docs/SUITES.md is the long 
     devices:                       # optional overrides for one device (any key above but name, mechanisms)
       cpu: {sweep: {T: [128, 256], d: 32}, dtypes: [fp32]}
 
-Every list-valued key also takes a scalar. The `description` of each field is what an error message offers as
-"allowed", so it is written for the person editing the file.
+Every list-valued key also takes a scalar. Every number has a range (`AXIS_MAXIMUM`, `SETTING_RANGES`): sizes no
+machine could hold and settings that cannot work (`max_reps: 0`, `rep_ms: .inf`) are errors here, not failures
+of every case later. The `description` of each field is what an error message offers as "allowed", so it is
+written for the person editing the file and states the range.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -45,6 +48,48 @@ DEFAULT_DTYPES = {"cuda": "bf16", "cpu": "fp32"}
 AXES = ("B", "T", "H", "d", "D", "tokens")
 ALTERNATIVES = {"d": "D", "D": "d", "B": "tokens", "tokens": "B"}  # a sweep gives one of each pair
 FIXED_KEYS = ("name", "mechanisms", "devices")  # not overridable by a device section or --set
+NAME_MAX_LENGTH = 100  # the name starts the run folder's name, which the file system limits to 255 bytes
+
+# The largest value of each sweep axis: far past any benchmark (T = 16M tokens), yet small enough that every
+# shape's sizes multiply without overflow. `attnbench.suite.shapes.MAX_ELEMENTS` then bounds the product.
+AXIS_MAXIMUM = {"T": 2**24, "H": 2**12, "d": 2**14, "D": 2**20, "B": 2**20, "tokens": 2**32}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number of `timing` or `limits` may take: from `low` (itself allowed unless `low_open`) to
+    `high`, finite, and what else bounds it (`also`, for the error message)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    also: str = ""
+
+    def constraints(self, kind: type) -> dict[str, Any]:
+        """Pydantic `Field` arguments enforcing this range on a field of type `kind`."""
+        bounds: dict[str, Any] = {"gt" if self.low_open else "ge": self.low, "le": self.high}
+        return bounds if kind is int else {**bounds, "allow_inf_nan": False}
+
+    def describe(self, kind: type) -> str:
+        """`an integer from 1 to 100000`, `a number > 0 and <= 604800`: the range in words."""
+        what = "an integer" if kind is int else "a number"
+        text = f"{what} > {self.low} and <= {self.high}" if self.low_open else f"{what} from {self.low} to {self.high}"
+        return text + (f", {self.also}" if self.also else "")
+
+
+HOUR_MS = 3_600_000
+# Every number of `TimingSettings` and `Limits`. Each timed sample is kept in the row, so `max_reps` is bounded;
+# a case gets at most a week, and warming up or repeating it at most an hour. A number missing here is only
+# bounded to be finite and >= 0 (tests/suite/test_suite_schema.py asks for an entry for each).
+SETTING_RANGES = {
+    "warmup_ms": Range(0, HOUR_MS),
+    "rep_ms": Range(0, HOUR_MS),
+    "min_reps": Range(1, 100_000, also="at most max_reps"),
+    "max_reps": Range(1, 100_000, also="at least min_reps"),
+    "energy_s": Range(0, 3600),
+    "case_timeout_s": Range(0, 7 * 24 * 3600, low_open=True),
+    "reference_max_elements": Range(1, 2**40),
+}
 
 
 def _as_list(value: Any) -> Any:
@@ -57,15 +102,15 @@ def _listed(item: Any, what: str) -> Any:
     return Annotated[list[item], BeforeValidator(_as_list), Field(min_length=1, description=what)]
 
 
-Positive = Annotated[int, Field(ge=1)]
 ModeName = Literal[tuple(mode.value for mode in Mode)]
 LevelName = Literal[tuple(level.value for level in Level)]
 DtypeName = Literal[tuple(DTYPES)]
 
 
-def _axis(what: str) -> Any:
-    """A sweep axis: one or more positive sizes."""
-    return _listed(Positive, f"a positive integer or a non-empty list of them ({what})")
+def _axis(name: str, what: str) -> Any:
+    """A sweep axis: one or more sizes from 1 to the axis's maximum."""
+    size = Annotated[int, Field(ge=1, le=AXIS_MAXIMUM[name])]
+    return _listed(size, f"an integer from 1 to {AXIS_MAXIMUM[name]} or a non-empty list of them ({what})")
 
 
 class _Strict(BaseModel):
@@ -86,12 +131,12 @@ class Sweep(_Strict):
     """The shape axes; their Cartesian product is the list of shapes. Which of d/D and B/tokens is given, and
     whether D divides by H, is checked when the shapes are built."""
 
-    T: _axis("tokens per sequence")
-    H: _axis("query heads")
-    d: _axis("head dim") | None = None
-    D: _axis("model width, d = D/H") | None = None
-    B: _axis("batch") | None = None
-    tokens: _axis("B·T, B = max(1, tokens // T)") | None = None
+    T: _axis("T", "tokens per sequence")
+    H: _axis("H", "query heads")
+    d: _axis("d", "head dim") | None = None
+    D: _axis("D", "model width, d = D/H") | None = None
+    B: _axis("B", "batch") | None = None
+    tokens: _axis("tokens", "B·T, B = max(1, tokens // T)") | None = None
 
 
 def _record_model(record: type) -> type[BaseModel]:
@@ -101,11 +146,15 @@ def _record_model(record: type) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for spec in dataclasses.fields(record):
         kind = hints[spec.name]
-        if kind is bool:
+        if typing.get_origin(kind) is Literal:
+            allowed = ", ".join(typing.get_args(kind))
+            fields[spec.name] = (kind, Field(spec.default, description=f"{allowed} (default {spec.default})"))
+        elif kind is bool:
             fields[spec.name] = (kind, Field(spec.default, description=f"true or false (default {spec.default})"))
         else:
-            what = "an integer" if kind is int else "a number"
-            fields[spec.name] = (kind, Field(spec.default, ge=0, description=f"{what} >= 0 (default {spec.default})"))
+            bounds = SETTING_RANGES.get(spec.name, Range(0, float("inf")))
+            described = f"{bounds.describe(kind)} (default {spec.default})"
+            fields[spec.name] = (kind, Field(spec.default, description=described, **bounds.constraints(kind)))
     return create_model(f"{record.__name__}Spec", __base__=_Strict, **fields)
 
 
@@ -116,7 +165,11 @@ LimitsSpec = _record_model(Limits)
 class SuiteSpec(_Strict):
     """A whole suite as validated for one device (after its device section and any --set overrides)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="letters, digits, _ and -")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=NAME_MAX_LENGTH,
+        description=f"letters, digits, _ and -, at most {NAME_MAX_LENGTH} characters",
+    )
     description: str = Field("", description="any text")
     mechanisms: Annotated[list[MechanismEntry], Field(min_length=1, description="a non-empty list of mechanisms")]
     impls: _listed(str, "implementation names") | None = None

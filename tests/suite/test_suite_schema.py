@@ -8,7 +8,7 @@ import pytest
 
 from attnbench.suite.case import Limits, TimingSettings
 from attnbench.suite.errors import ErrorContext, SuiteError, format_path
-from attnbench.suite.schema import FIXED_KEYS, OVERRIDABLE, LimitsSpec, SuiteSpec, TimingSpec
+from attnbench.suite.schema import FIXED_KEYS, OVERRIDABLE, SETTING_RANGES, LimitsSpec, SuiteSpec, TimingSpec
 
 
 @pytest.mark.parametrize(("record", "spec"), [(TimingSettings, TimingSpec), (Limits, LimitsSpec)])
@@ -42,3 +42,16 @@ def test_an_error_line_names_where_a_value_came_from():
 def test_a_suite_error_lists_its_lines():
     assert SuiteError("one").errors == ("one",)
     assert SuiteError("one\ntwo", ["one", "two"]).errors == ("one", "two")
+
+
+@pytest.mark.parametrize("record", [TimingSettings, Limits])
+def test_every_number_of_the_settings_has_a_range(record):
+    """A numeric field added to TimingSettings or Limits must say what range a suite may give it."""
+    numbers = [field.name for field in dataclasses.fields(record) if field.type in ("int", "float", int, float)]
+    assert numbers
+    missing = [name for name in numbers if name not in SETTING_RANGES]
+    assert not missing, f"add these to attnbench.suite.schema.SETTING_RANGES: {missing}"
+    for name in numbers:
+        bounds = SETTING_RANGES[name]
+        default = getattr(record(), name)
+        assert bounds.low <= default <= bounds.high and (default > bounds.low or not bounds.low_open), name
