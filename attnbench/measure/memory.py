@@ -20,15 +20,19 @@ from typing import Any
 
 import torch
 
+from attnbench.measure import kernels, probe
+
 
 @dataclass(frozen=True)
 class Peak:
     allocated_bytes: int
     reserved_bytes: int | None
+    ops: tuple[str, ...] = ()  # CPU: the operators the call ran, in order (from the same profile), unfiltered
 
 
-def measure(call: Callable[[Any], Any], prepare: Callable[[], Any], device: str) -> Peak:
-    state = prepare()
+def measure(call: Callable[[Any], Any], prepare: Callable[[], Any] | None, device: str) -> Peak:
+    """The call's peak memory above what its inputs and state held before it (`prepare` may be None)."""
+    state = prepare() if prepare is not None else None
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -36,16 +40,22 @@ def measure(call: Callable[[Any], Any], prepare: Callable[[], Any], device: str)
         call(state)
         torch.cuda.synchronize()
         return Peak(torch.cuda.max_memory_allocated() - before, torch.cuda.max_memory_reserved())
-    return Peak(_cpu_allocator_peak(call, state), None)
+    peak, ops = _cpu_allocator_peak(call, state)
+    return Peak(peak, None, ops)
 
 
 def warm_up(device: str) -> None:
-    """Pay the profiler's one-time setup when a worker starts, before it reports ready, not in a case's budget."""
-    if device != "cuda":
-        measure(lambda state: state * 2, lambda: torch.ones(16), device)
+    """Pay the profilers' one-time setup when a worker starts, before it reports ready, not in a case's budget;
+    on the CPU, also seed the contention probe's best rates (`attnbench.measure.probe`)."""
+    if device == "cuda":
+        kernels.warm_up()
+        return
+    measure(lambda state: state * 2, lambda: torch.ones(16), device)
+    probe.warm_up()
 
 
-def _cpu_allocator_peak(call: Callable[[Any], Any], state: Any) -> int:
+def _cpu_allocator_peak(call: Callable[[Any], Any], state: Any) -> tuple[int, tuple[str, ...]]:
+    """The peak of the bytes live in the CPU allocator during `call(state)`, and the operators it ran."""
     # The autograd profiler, not torch.profiler.profile: the latter's first start costs ~3 s a process.
     from torch.autograd import DeviceType
     from torch.autograd.profiler import profile
@@ -53,13 +63,13 @@ def _cpu_allocator_peak(call: Callable[[Any], Any], state: Any) -> int:
     with profile(use_cpu=True, profile_memory=True) as prof:
         result = call(state)
         del result
-    events = [
-        event
-        for event in prof.kineto_results.events()
-        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
-    ]
+    cpu_events = sorted(
+        (event for event in prof.kineto_results.events() if event.device_type() == DeviceType.CPU),
+        key=lambda event: event.start_ns(),
+    )
     live = peak = 0
-    for event in sorted(events, key=lambda event: event.start_ns()):
-        live += event.nbytes()  # an allocation is positive, a free negative
-        peak = max(peak, live)
-    return peak
+    for event in cpu_events:
+        if event.name() == "[memory]":
+            live += event.nbytes()  # an allocation is positive, a free negative
+            peak = max(peak, live)
+    return peak, tuple(event.name() for event in cpu_events if event.name() != "[memory]")

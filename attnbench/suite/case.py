@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from attnbench.mechanisms.problem import Mode, Problem
 from attnbench.results.files import ROW_FIELDS, SCHEMA_VERSION, case_id, timestamp
+
+# How a case is timed (`attnbench.measure.timing`): one synchronised call per sample with cold caches, batches
+# of calls issued back to back, or replays of a captured CUDA graph.
+TIMING_METHODS = ("cold", "back_to_back", "graph")
 
 
 @dataclass(frozen=True)
@@ -15,7 +19,9 @@ class TimingSettings:
 
     Warm-up and repetition are time-based, as `triton.testing.do_bench`: the call is repeated for about
     `warmup_ms` untimed, then for about `rep_ms` timed, within `[min_reps, max_reps]` timed samples. On CUDA the
-    L2 cache is flushed before every timed sample when `flush_l2` is set.
+    L2 cache is flushed before every timed sample when `flush_l2` is set (not with `back_to_back`, whose point
+    is warm caches). `method` is `cold`, `back_to_back` or `graph` (CUDA only). On CUDA the energy per call is
+    read from the driver's energy counter over `energy_s` seconds of repeated calls (0: not measured).
     """
 
     warmup_ms: float = 25.0
@@ -23,13 +29,16 @@ class TimingSettings:
     min_reps: int = 5
     max_reps: int = 1000
     flush_l2: bool = True
+    method: Literal[TIMING_METHODS] = "cold"
+    energy_s: float = 1.0
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-case limits: a wall-clock budget (a case past it is killed and recorded as `timeout`), and the
-    largest float64 reference the numerics check will run (elements of the largest tensor it would hold);
-    above it the check is done at the largest T that fits, and the row says so."""
+    """Per-case limits: a wall-clock budget (a case past it is killed and recorded as `timeout`; on a loaded
+    machine it is stretched by the load, `attnbench.measure.contention.case_budget_s`), and the largest float64
+    reference the numerics check will run (elements of the largest tensor it would hold); above it the check is
+    done at the largest T that fits, and the row says so."""
 
     case_timeout_s: float = 300.0
     check_numerics: bool = True
