@@ -1,7 +1,9 @@
 """Crossover lengths: from which T a linear-time mechanism beats the quadratic baseline, in time and in memory.
 
 The baseline is the mechanism `attnbench.mechanisms.CROSSOVER_BASELINE` names; each side is represented by its
-best implementation at each length, so the crossover compares what is achievable rather than one kernel.
+best implementation at each length, so the crossover compares what is achievable rather than one kernel. The
+time crossover T* comes with a bootstrap interval: every row's kept timing samples are resampled, the medians,
+the best implementations and the crossing found again, `RESAMPLES` times.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import pandas as pd
 from attnbench.analysis.rows import format_number, measured
 from attnbench.mechanisms import CROSSOVER_BASELINE
 
-CROSSOVER_COLUMNS = ("run", "case", "fixed", "name", "metric", "kind", "T_star", "text", "impls", "baseline_oom_from")
+CROSSOVER_COLUMNS = (
+    "run", "case", "fixed", "name", "metric", "kind", "T_star", "T_low", "T_high", "text", "impls", "baseline_oom_from",
+)  # fmt: skip
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+MAX_RESAMPLED = 200  # samples kept per row for resampling (evenly spaced order statistics): bounded cost
 # (metric, row column, what "ahead" means for it)
 COMPARED = (("time", "time_ms", "faster"), ("memory", "peak_mem_bytes", "leaner"))
 
@@ -72,9 +79,13 @@ def crossovers(series: pd.DataFrame) -> pd.DataFrame:
         for name, rows in panel[panel["complexity"] == "linear"].groupby("name", sort=True):
             for metric, column, better in COMPARED:
                 found, impls = _crossover(rows, base, column, better)
+                low, high, text = math.nan, math.nan, found.text
+                if metric == "time":
+                    low, high, text = crossover_interval(rows, base, found)
                 records.append(
                     {"run": run, "case": case, "fixed": fixed, "name": name, "metric": metric, "kind": found.kind,
-                     "T_star": found.x, "text": found.text, "impls": impls, "baseline_oom_from": oom_from}
+                     "T_star": found.x, "T_low": low, "T_high": high, "text": text, "impls": impls,
+                     "baseline_oom_from": oom_from}
                 )  # fmt: skip
     return pd.DataFrame.from_records(records, columns=CROSSOVER_COLUMNS)
 
@@ -110,3 +121,67 @@ def _all_oom_from(base: pd.DataFrame) -> float:
     ran = base.loc[base["status"].isin(("ok", "numerics_fail")), "x"]
     oom = base.loc[(base["status"] == "oom") & (base["x"] > (ran.max() if len(ran) else -math.inf)), "x"]
     return float(oom.min()) if len(oom) else math.nan
+
+
+def crossover_interval(
+    rows: pd.DataFrame, base: pd.DataFrame, found: Crossover, resamples: int = RESAMPLES
+) -> tuple[float, float, str]:
+    """(low, high, text) of the time crossover: the percentile interval of T* over bootstrap replicates of every
+    row's kept samples (`time_samples_ms`), and `found.text` with it. A replicate whose crossing falls below the
+    swept range counts as 0, above it as infinity, so the interval says when the range cannot pin T*. NaN and
+    the text unchanged when a row has no samples or there was no common length."""
+    mine, theirs = rows[measured(rows, "time_ms")], base[measured(base, "time_ms")]
+    xs = np.array(sorted(set(mine["x"]) & set(theirs["x"])), dtype=float)
+    has_samples = [isinstance(s, list) and len(s) >= 2 for s in pd.concat([mine, theirs])["time_samples_ms"]]
+    if found.kind == "none" or not len(xs) or not all(has_samples):
+        return math.nan, math.nan, found.text + (" (no samples kept: no interval)" if len(xs) else "")
+    rng = np.random.default_rng(0)  # fixed: the same runs always print the same interval
+    ratios = _best_replicates(mine, xs, rng, resamples) / _best_replicates(theirs, xs, rng, resamples)
+    stars = crossing_replicates(xs, ratios)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = float(np.quantile(stars, tail, method="lower")), float(np.quantile(stars, 1 - tail, method="higher"))
+    if low == high and low in (0.0, math.inf):
+        return low, high, found.text  # every replicate on the same side of the range: the text says it all
+    return low, high, f"{found.text}, {CONFIDENCE:.0%} interval [{_edge(low, xs)}, {_edge(high, xs)}]"
+
+
+def _edge(value: float, xs: np.ndarray) -> str:
+    """An end of a T* interval: "<128" below the swept range, ">8192" above it, else the length."""
+    if value == 0:
+        return f"<{format_number(xs[0])}"
+    return f">{format_number(xs[-1])}" if math.isinf(value) else _t_text(value)
+
+
+def _t_text(value: float) -> str:
+    """A crossing length as printed: whole tokens from 10 up."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
+
+
+def _best_replicates(rows: pd.DataFrame, xs: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """(resamples, len(xs)): at each x, the smallest bootstrap median over the implementations (per sequence)."""
+    best = np.full((resamples, len(xs)), np.inf)
+    for x, samples, norm in zip(rows["x"], rows["time_samples_ms"], rows["norm"], strict=True):
+        column = np.searchsorted(xs, x)
+        if column < len(xs) and xs[column] == x:
+            kept = np.sort(np.asarray(samples, dtype=float))
+            if len(kept) > MAX_RESAMPLED:
+                kept = kept[np.round(np.linspace(0, len(kept) - 1, MAX_RESAMPLED)).astype(int)]
+            medians = np.median(kept[rng.integers(0, len(kept), (resamples, len(kept)))], axis=1) / norm
+            best[:, column] = np.minimum(best[:, column], medians)
+    return best
+
+
+def crossing_replicates(xs: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    """`find_crossover` for every row of `ratios` (replicates × lengths) at once: the crossing x where it lies
+    within the range, 0 where the mechanism is already ahead everywhere, infinity where it is still behind at
+    the largest length."""
+    logs = np.log(ratios)
+    behind = logs > 0
+    last = behind.shape[1] - 1 - np.argmax(behind[:, ::-1], axis=1)  # the last length where it is behind
+    stars = np.where(behind.any(axis=1), np.inf, 0.0)
+    within = np.flatnonzero(behind.any(axis=1) & ~behind[:, -1])
+    i = last[within]
+    l0, l1 = logs[within, i], logs[within, i + 1]
+    lx = np.log(xs)
+    stars[within] = np.exp(lx[i] + l0 / (l0 - l1) * (lx[i + 1] - lx[i]))
+    return stars

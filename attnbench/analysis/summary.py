@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.analysis.crossover import CROSSOVER_COLUMNS, crossovers
-from attnbench.analysis.fits import CONFIDENCE, FIT_COLUMNS, MIN_FIT_POINTS, fit_series
+from attnbench.analysis.crossover import CONFIDENCE as CROSSOVER_CONFIDENCE
+from attnbench.analysis.crossover import CROSSOVER_COLUMNS, RESAMPLES, crossovers
+from attnbench.analysis.fits import CONFIDENCE, FIT_COLUMNS, MIN_FIT_POINTS, SLACK, fit_series
 from attnbench.analysis.rows import config_name, format_number, held_params
 from attnbench.analysis.runs import RunInfo
 from attnbench.analysis.series import series_frame
@@ -100,13 +101,16 @@ def _fits_section(x: str, fits: pd.DataFrame, several_runs: bool) -> str:
     """The exponents along `x`, one line per series, then those that disagree with the complexity."""
     lines = [
         f"## Scaling exponents in {x}\n",
-        f"Least squares on log-log points with {x} ≥ the series' (lower) median {x} (at least the {MIN_FIT_POINTS} "
-        "largest), "
-        f"{CONFIDENCE:.0%} interval from the t distribution; cases that failed numerics are left out. Against the "
-        "mechanism's complexity: ✓ agrees, ✗ disagrees (see below), ? the interval is too wide to tell.\n",
+        f"Each series fitted as a + b·{x}^p over every measured {x} (least squares on log time; a ≥ 0 is the fixed "
+        f"cost of a call, which bends the short end; with only {MIN_FIT_POINTS} lengths a plain power law b·{x}^p), "
+        f"{CONFIDENCE:.0%} interval of p from the fit's covariance; the slope at top is d log t / d log {x} at the "
+        f"largest {x}. Cases that failed numerics are left out. Against the mechanism's complexity: ✓ agrees (the "
+        f"interval, widened by {SLACK:g}, holds it and excludes the other complexity), ✗ disagrees (see below), "
+        "? the interval holds both 1 and 2: it cannot tell.\n",
     ]
     headers = [*(["run"] if several_runs else []), "mechanism", "impl", "case", "shape",
-               "time exponent [95% CI]", "points", "expected", "memory exponent [95% CI]", "points"]  # fmt: skip
+               "time exponent [95% CI]", "slope at top", "points", "expected", "memory exponent [95% CI]",
+               "points"]  # fmt: skip
     if (fits["varying"].str.contains("B=")).any():
         lines.append(
             f"B varies with {x} in these runs (a token budget): exponents are of time and memory per sequence (÷ B), "
@@ -120,6 +124,7 @@ def _fits_section(x: str, fits: pd.DataFrame, several_runs: bool) -> str:
             *([record.run] if several_runs else []), record.name, record.impl, record.case,
             record.fixed + (f", {record.varying}" if record.varying else ""),
             _fit_cell(record.time_exponent, record.time_low, record.time_high, record.time_note),
+            "" if pd.isna(record.time_top_slope) else f"{record.time_top_slope:.2f}",
             _points_cell(record.time_points), expected + mark,
             _fit_cell(record.memory_exponent, record.memory_low, record.memory_high, record.memory_note),
             _points_cell(record.memory_points),
@@ -160,7 +165,10 @@ def _crossover_section(crossing: pd.DataFrame, frame: pd.DataFrame) -> str:
         return title + f"\nNo linear-time mechanism measured at the same case and shape as {baseline}.\n"
     intro = (
         f"\nThe length T* from which each linear-time mechanism's best implementation is faster (and uses less "
-        f"peak memory) than {baseline}'s best, interpolated in log-log between measured lengths.\n\n"
+        f"peak memory) than {baseline}'s best, interpolated in log-log between measured lengths. The time "
+        f"crossover's {CROSSOVER_CONFIDENCE:.0%} interval comes from {RESAMPLES} bootstrap replicates of every "
+        "row's kept timing samples (<128: ahead already at the shortest length in some replicates; >8192: "
+        "still behind at the longest).\n\n"
     )
     rows = []
     for (run, case, fixed, name), group in crossing.groupby(["run", "case", "fixed", "name"], sort=True):

@@ -12,8 +12,24 @@ from attnbench.cli.run import split_values
 @click.argument("paths", nargs=-1, metavar="BASE HEAD | --ab REF_A REF_B SUITE")
 @click.option("--threshold", type=float, default=0.05, show_default=True, help="Relative slowdown that counts.")
 @click.option("--floor-us", type=float, default=1.0, show_default=True, help="Absolute slowdown that counts (µs).")
-@click.option("--alpha", type=float, default=0.01, show_default=True, help="Level of the one-sided rank test.")
-@click.option("--confidence", type=float, default=0.95, show_default=True, help="Of the bootstrap interval.")
+@click.option("--alpha", type=float, default=0.01, show_default=True, help="False discovery rate over the cases.")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Of the interval of each change.")
+@click.option(
+    "--normalize",
+    type=click.Choice(["auto", "median", "controls", "none"]),
+    default="auto",
+    show_default=True,
+    help="Divide out the drift every case shares: by the median change (auto: with 20+ timed cases), "
+    "by the control cases' median, or not at all.",
+)
+@click.option("--control", "controls", multiple=True, metavar="PATTERN", help="Control case (id or label pattern).")
+@click.option(
+    "--drift",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Between-run drift of one case on this runner (relative sd, 0.01 = 1%): docs/METHODOLOGY.md.",
+)
 @click.option("--max-regressions", type=int, default=0, show_default=True, help="Regressed cases tolerated.")
 @click.option("--ignore", multiple=True, metavar="PATTERN", help="Noisy case (id or label pattern); repeatable.")
 @click.option("--ignore-file", type=click.Path(dir_okay=False), help="File of such patterns, one per line.")
@@ -51,8 +67,10 @@ def compare(
     BASE and HEAD are run folders or baseline files (BASE may also be a folder of baselines: the one stored
     for HEAD's suite and device is used). Cases are joined on their full key; a case regressed when its median
     is slower by more than --threshold and --floor-us and the difference is beyond the noise of the timing
-    samples (one-sided Mann–Whitney U test at --alpha, and the bootstrap interval of the median ratio above 1;
-    in A/B runs also a one-sided Wilcoxon signed-rank test over the paired rounds at --alpha).
+    samples and of the runner's between-run drift (a one-sided z-test of the log median ratio against the
+    samples' bootstrap error and the drift, Benjamini–Hochberg over the cases at false discovery rate --alpha;
+    in A/B runs also a one-sided Wilcoxon signed-rank test over the paired rounds at --alpha). A drift shared by
+    every case is divided out first (--normalize, --control).
     A case whose numerics passed in BASE and fail in HEAD, or that ran in BASE and fails in HEAD, always fails.
 
     With --ab, REF_A and REF_B are git revisions (or folders holding attnbench/): their mechanisms run case by
@@ -60,10 +78,9 @@ def compare(
 
     Exit code 0 clean, 1 regression, 2 bad input.
     """
+    from attnbench.cli.errors import InputError, os_error_message
     from attnbench.cli.tables import console
     from attnbench.gate.report import gate, report
-    from attnbench.gate.settings import GateSettings
-    from attnbench.gate.sides import read_ignore_file
     from attnbench.results.files import ResultsError
     from attnbench.run.folders import RunError
     from attnbench.suite.load import SuiteError
@@ -73,8 +90,7 @@ def compare(
         raise click.UsageError(f"expected {expected[0]}, got {len(paths)} argument(s): {' '.join(paths)}")
     outputs = {"console": console(), "markdown": markdown_path, "json_path": json_path, "show_all": show_all}
     try:
-        ignored = read_ignore_file(ignore_file) if ignore_file else ()
-        settings = GateSettings(**{**gate_options, "ignore": (*gate_options["ignore"], *ignored)})
+        settings = _settings(gate_options, ignore_file, markdown_path, json_path)
         if ab:
             ab_options = {"repo": repo, "out_dir": out_dir, "rounds": rounds, "overrides": overrides}
             comparison = report(_run_ab(paths, settings, device, only, impls, **ab_options), **outputs)
@@ -82,10 +98,33 @@ def compare(
             comparison = gate(*paths, settings, **outputs)
     except (ResultsError, RunError, SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    except OSError as exc:  # a report that cannot be written: bad input (exit 2), never a gate failure (exit 1)
+        raise InputError(os_error_message(exc)) from None
     except KeyboardInterrupt:
         click.echo("interrupted: the A/B runs are marked interrupted and kept", err=True)
         raise SystemExit(130) from None
     raise SystemExit(comparison.exit_code)
+
+
+def _settings(gate_options, ignore_file, *report_paths):
+    """The gate's settings from the options and the ignore file; the report paths checked before anything runs."""
+    from attnbench.gate.settings import GateSettings
+    from attnbench.gate.sides import read_ignore_file
+
+    ignored = read_ignore_file(ignore_file) if ignore_file else ()
+    settings = GateSettings(**{**gate_options, "ignore": (*gate_options["ignore"], *ignored)})
+    refuse_inside_runs(*report_paths)
+    return settings
+
+
+def refuse_inside_runs(*paths) -> None:
+    """Refuse (`ResultsError`) a report path inside a run folder or over a run's files: a report must never
+    change the results it reports on."""
+    from attnbench.results.files import refuse_results_path
+
+    for path in paths:
+        if path is not None:
+            refuse_results_path(path)
 
 
 def _run_ab(paths, settings, device: str, only, impls, **options):

@@ -29,7 +29,8 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write figures and summaries [default: PATH/plots].",
+    help="Where to write figures and summaries, never inside a run folder "
+    "[default: PATH/plots; for one run folder, plots/RUN beside it].",
 )
 @click.option(
     "--run",
@@ -87,6 +88,7 @@ def plot(
     of memory. The summary is printed and written as summary.md, summary.csv and crossover.csv.
     """
     from attnbench.analysis.rows import AnalysisError
+    from attnbench.cli.errors import InputError, os_error_message
     from attnbench.plots.figures import plot_results
     from attnbench.results.files import ResultsError
 
@@ -103,6 +105,8 @@ def plot(
         )
     except (AnalysisError, ResultsError) as exc:
         raise click.UsageError(str(exc)) from None
+    except OSError as exc:  # a folder that cannot be written: bad input (exit 2)
+        raise InputError(os_error_message(exc)) from None
     click.echo(report.text)
     for note in report.skipped:
         click.echo(f"not drawn: {note}")

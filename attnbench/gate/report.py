@@ -16,8 +16,8 @@ from attnbench.gate.verdicts import CaseResult, Comparison, compare_paths
 if TYPE_CHECKING:
     from rich.console import Console
 
-COLUMNS = ("verdict", "case", "base ms", "head ms", "change", "interval", "p", "n", "note")
-NUMERIC_COLUMNS = ("base ms", "head ms", "change", "p", "n")
+COLUMNS = ("verdict", "case", "base ms", "head ms", "change", "interval", "q", "n", "note")
+NUMERIC_COLUMNS = ("base ms", "head ms", "change", "q", "n")
 VERDICT_STYLE = {
     "numerics_broke": "bold red",
     "broke": "bold red",
@@ -43,17 +43,19 @@ def _percent(ratio: float | None) -> str:
 
 
 def _interval(change: Change | None) -> str:
-    """The bootstrap interval of the ratio as changes, where it was computed."""
+    """The interval of the ratio as changes (the samples' bootstrap error and the between-run drift), where it
+    was computed."""
     if change is None or change.low is None:
         return ""
     return f"[{_percent(change.low)}, {_percent(change.high)}]"
 
 
 def _p_value(change: Change | None) -> str:
-    """The smaller one-sided rank-test p-value, and the round-level one in paired A/B runs."""
-    if change is None or change.p_slower is None:
+    """The q-value (p adjusted for the number of cases) of the direction the case moved, and the round-level
+    p-value in paired A/B runs."""
+    if change is None or change.q_slower is None:
         return ""
-    text = f"{min(change.p_slower, change.p_faster):.1g}"
+    text = f"{change.q_slower if change.ratio > 1 else change.q_faster:.1g}"
     if change.p_rounds_slower is not None:
         text += f" (rounds {min(change.p_rounds_slower, change.p_rounds_faster):.2g})"
     return text
@@ -71,8 +73,15 @@ def _cells(case: CaseResult) -> list[str]:
         _interval(change),
         _p_value(change),
         f"{change.n_base}/{change.n_head}" if change else "",
-        case.note,
+        "; ".join(filter(None, [case.note, _raw(change)])),
     ]
+
+
+def _raw(change: Change | None) -> str:
+    """The change before the shared drift was divided out, where it was (the medians shown are raw)."""
+    if change is None or abs(change.raw_ratio - change.ratio) < 1e-12:
+        return ""
+    return f"raw {_percent(change.raw_ratio)}"
 
 
 def print_report(comparison: Comparison, console: Console, *, show_all: bool = False) -> None:
@@ -84,6 +93,8 @@ def print_report(comparison: Comparison, console: Console, *, show_all: bool = F
     console.print(Text(f"BASE  {comparison.base.describe()}"))
     console.print(Text(f"HEAD  {comparison.head.describe()}"))
     console.print(Text(f"gate  {comparison.settings.describe()}", style="dim"))
+    if comparison.noise is not None:
+        console.print(Text(f"noise {comparison.noise.describe()}", style="dim"))
     if comparison.warnings:
         body = "\n".join(f"- {line}" for line in comparison.warnings)
         console.print(Panel(Text(body), title="WARNING: the two sides differ", border_style="bold yellow"))
@@ -125,6 +136,7 @@ def to_markdown(comparison: Comparison, *, title: str = "attnbench regression ga
         f"- **BASE** {_md(comparison.base.describe())}",
         f"- **HEAD** {_md(comparison.head.describe())}",
         f"- **gate** {_md(comparison.settings.describe())}",
+        *([f"- **noise** {_md(comparison.noise.describe())}"] if comparison.noise is not None else []),
         "",
     ]
     return "\n".join(lines)

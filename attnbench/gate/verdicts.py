@@ -7,15 +7,24 @@ Differences between the two sides' environments (device, versions, timer setting
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from attnbench.gate.settings import DEFAULT_SETTINGS, EXIT_CLEAN, EXIT_REGRESSION, VERDICTS, GateSettings
+from attnbench.gate.noise import SuiteNoise, suite_changes
+from attnbench.gate.settings import (
+    DEFAULT_SETTINGS,
+    EXIT_CLEAN,
+    EXIT_REGRESSION,
+    VERDICTS,
+    CompareError,
+    GateSettings,
+)
 from attnbench.gate.sides import Side, case_label, load_side, matches, resolve_base
-from attnbench.gate.stats import Change, min_round_p, rounds_needed, timing_change, timing_verdict
+from attnbench.gate.stats import Change, min_round_p, rounds_needed, timing_verdict
 from attnbench.results.files import KEY_FIELDS
 
 
@@ -60,6 +69,7 @@ class Comparison:
     only_base: list[CaseResult]
     only_head: list[CaseResult]
     warnings: list[str]
+    noise: SuiteNoise | None = None  # None when no case was timed on both sides
 
     def of(self, *verdicts: str) -> list[CaseResult]:
         """The compared cases with one of these verdicts."""
@@ -94,10 +104,11 @@ class Comparison:
         return f"{verdict}: {changes}{tolerated}, {len(self.cases)} cases compared"
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole comparison as the JSON report writes it (format `attnbench-compare`, version 1)."""
+        """The whole comparison as the JSON report writes it (format `attnbench-compare`, version 2: `ratio` is
+        after the shared drift is divided out, `raw_ratio` before; `noise` says what was divided out)."""
         return {
             "format": "attnbench-compare",
-            "format_version": 1,
+            "format_version": 2,
             "result": "fail" if self.failures else "pass",
             "exit_code": self.exit_code,
             "headline": self.headline(),
@@ -105,6 +116,7 @@ class Comparison:
             "head": {"path": str(self.head.path), "kind": self.head.kind, "meta": self.head.meta},
             "settings": {**asdict(self.settings), "rule": self.settings.describe()},
             "warnings": self.warnings,
+            "noise": self.noise.to_dict() if self.noise else None,
             "counts": dict(self.counts),
             "failures": [case.case_id for case in self.failures],
             "cases": [case.to_dict() for case in self.cases],
@@ -114,17 +126,20 @@ class Comparison:
 
 
 def compare(base: Side, head: Side, settings: GateSettings = DEFAULT_SETTINGS) -> Comparison:
-    """Join BASE and HEAD on the case key and give every case a verdict (see `VERDICTS`)."""
-    paired = paired_rounds(base, head)
-    cases = [
-        _compare_case(case_id, base.rows[case_id], head.rows[case_id], settings, paired)
-        for case_id in head.rows
-        if case_id in base.rows
-    ]
+    """Join BASE and HEAD on the case key and give every case a verdict (see `VERDICTS`). Raises `CompareError`
+    when the two sides have no case in common: a gate that compared nothing must not pass."""
+    joined = [case_id for case_id in head.rows if case_id in base.rows]
+    if not joined:
+        raise CompareError(
+            f"BASE ({base.path}, {len(base.rows)} cases) and HEAD ({head.path}, {len(head.rows)} cases) have no "
+            "case in common: nothing to compare (a different suite, device or shape set?)"
+        )
+    cases = [_status_verdict(case_id, base.rows[case_id], head.rows[case_id]) for case_id in joined]
+    noise = _time_cases(cases, settings, paired_rounds(base, head))
     only_base = [_one_side(case_id, row, "base") for case_id, row in base.rows.items() if case_id not in head.rows]
     only_head = [_one_side(case_id, row, "head") for case_id, row in head.rows.items() if case_id not in base.rows]
     cases.sort(key=lambda case: (VERDICTS.index(case.verdict), -(case.change.ratio if case.change else 0)))
-    warnings = environment_warnings(base.meta, head.meta)
+    warnings = environment_warnings(base.meta, head.meta) + _noise_warnings(noise, settings)
     rounds = sorted({case.change.n_rounds for case in cases if case.change and case.change.n_rounds})
     if rounds and min_round_p(rounds[0]) >= settings.alpha:
         warnings.append(
@@ -135,7 +150,50 @@ def compare(base: Side, head: Side, settings: GateSettings = DEFAULT_SETTINGS) -
         warnings.append(
             f"{len(only_base)} case(s) only in BASE and {len(only_head)} only in HEAD: they are listed, not compared"
         )
-    return Comparison(base, head, settings, cases, only_base, only_head, warnings)
+    return Comparison(base, head, settings, cases, only_base, only_head, warnings, noise)
+
+
+def _time_cases(cases: list[CaseResult], settings: GateSettings, paired: bool) -> SuiteNoise | None:
+    """Give every case timed on both sides its `Change` (all at once: the suite's drift and the correction for
+    the number of cases depend on every case) and its timing verdict; None when no case was timed."""
+    timed = [
+        case
+        for case in cases
+        if case.verdict in ("same", "numerics_broke")
+        and case.base.get("time_samples_ms")
+        and case.head.get("time_samples_ms")
+    ]
+    for case in cases:
+        if case.verdict == "same" and case not in timed:
+            case.note = "no timing samples on one side"
+    if not timed:
+        return None
+    changes, noise = suite_changes(
+        [(case.base["time_samples_ms"], case.head["time_samples_ms"]) for case in timed],
+        settings,
+        [any(matches(pattern, case.case_id, case.label) for pattern in settings.controls) for case in timed],
+        [(case.base.get("round_medians_ms"), case.head.get("round_medians_ms")) if paired else (None, None)
+         for case in timed],
+    )  # fmt: skip
+    for case, change in zip(timed, changes, strict=True):
+        case.change = change
+        if case.verdict == "same":
+            case.verdict = timing_verdict(change, settings)
+            _ignore(case, settings)
+    return noise
+
+
+def _noise_warnings(noise: SuiteNoise | None, settings: GateSettings) -> list[str]:
+    """A warning when the shared drift divided out is itself past the threshold: a change that slowed every case
+    alike looks exactly like it."""
+    if noise is None or noise.normalize == "none" or abs(math.log(noise.shared)) <= math.log1p(settings.threshold):
+        return []
+    over = f"the {noise.controls} control case(s)" if noise.normalize == "controls" else f"all {noise.cases} cases"
+    return [
+        f"every case moved by {noise.shared - 1:+.1%} together (median over {over}); divided out as drift of the "
+        "machine: a change that slowed every case alike cannot be told from it (compare with --normalize none, "
+        "or name control cases whose code does not change with --control)"
+    ]
 
 
 def _one_side(case_id: str, row: dict[str, Any], side: str) -> CaseResult:
@@ -148,28 +206,6 @@ def paired_rounds(base: Side, head: Side) -> bool:
     """Whether the two sides are the A and B runs of one A/B job, whose rounds were measured in pairs."""
     jobs = [(side.meta.get("ab") or {}).get("job") for side in (base, head)]
     return jobs[0] is not None and jobs[0] == jobs[1]
-
-
-def _compare_case(
-    case_id: str, base: dict[str, Any], head: dict[str, Any], settings: GateSettings, paired: bool = False
-) -> CaseResult:
-    """One case's verdict: its statuses first, then (where both sides were timed) its timing change."""
-    result = _status_verdict(case_id, base, head)
-    if result.verdict in ("same", "numerics_broke") and base.get("time_samples_ms") and head.get("time_samples_ms"):
-        result.change = timing_change(
-            base["time_samples_ms"],
-            head["time_samples_ms"],
-            settings,
-            int(case_id[:8], 16),
-            base.get("round_medians_ms") if paired else None,
-            head.get("round_medians_ms") if paired else None,
-        )
-        if result.verdict == "same":
-            result.verdict = timing_verdict(result.change, settings)
-            _ignore(result, settings)
-    elif result.verdict == "same":
-        result.note = "no timing samples on one side"
-    return result
 
 
 def _status_verdict(case_id: str, base: dict[str, Any], head: dict[str, Any]) -> CaseResult:

@@ -37,6 +37,7 @@ from attnbench.plots.draw import (
 )
 from attnbench.plots.legend import LegendNeeds, add_legend
 from attnbench.plots.style import Style
+from attnbench.results.files import refuse_results_path, run_folder_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -91,6 +92,7 @@ def plot_results(
     axes = _axes(frame, x)
     summary = summarize(frame, infos, axes)
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
+    refuse_results_path(out)  # figures never go inside a run folder, which only the runner writes
     out.mkdir(parents=True, exist_ok=True)
     by_axis = {axis: series_frame(frame, axis) for axis in axes}
     every = pd.concat(by_axis.values())
@@ -108,11 +110,15 @@ def plot_results(
 
 
 def default_out_dir(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
-    """`<path>/plots` for one path; `plots` in the folder the paths share for several."""
+    """`<path>/plots` for one folder of runs; `<parent>/plots/<run>` beside a single run folder (only the runner
+    writes inside a run); `plots` in the folder the paths share for several."""
     roots = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     if len(roots) == 1:
-        return roots[0] / "plots"
-    return Path(os.path.commonpath([p.resolve() for p in roots])) / "plots"
+        run = run_folder_of(roots[0])
+        return roots[0] / "plots" if run is None else run.parent / "plots" / run.name
+    shared = Path(os.path.commonpath([p.resolve() for p in roots]))
+    run = run_folder_of(shared)
+    return shared / "plots" if run is None else run.parent / "plots" / run.name
 
 
 def _check_choices(what: str, values: Sequence[str], choices: Sequence[str]) -> tuple[str, ...]:

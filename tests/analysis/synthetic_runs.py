@@ -2,11 +2,13 @@
 
 The runs are built row by row with `write_json`/`append_row` (the runner's on-disk format): time grows as
 `a + c·T^p` with lognormal noise, so the exponents, the crossover length and the OOM walls are known exactly.
+Every timed row keeps 30 timing samples around its median, as the runner does.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from attnbench.results.files import ROW_FIELDS, SCHEMA_VERSION, append_row, writ
 
 LENGTHS = [2**k for k in range(7, 14)]  # 128 … 8192
 NOISE = 0.02  # lognormal σ of every synthetic time
+SAMPLES, SAMPLE_SPREAD = 30, 0.03  # timing samples kept per row, and their lognormal σ around the row's median
 # time in ms: mha's best (sdpa) 1e-6·T², tssa 2e-3·T, so tssa is faster from T* = 2e-3 / 1e-6 = 2000
 SDPA_C, TSSA_C = 1e-6, 2e-3
 MHA_REFERENCE_OOM_FROM = 4096
@@ -48,6 +51,7 @@ def make_row(
         complexity=registry.complexity(mechanism, variant),
     )  # fmt: skip
     if status in ("ok", "numerics_fail") and time_ms is not None:
+        row["time_samples_ms"] = timing_samples(row["case_id"], time_ms)
         flops = 4 * B * H * T * T * d if mechanism in ("mha", "gqa") else 15 * B * T * H * d
         moved = 16 * B * T * H * d
         row.update(
@@ -59,6 +63,13 @@ def make_row(
         row["reason"] = "OutOfMemoryError: CUDA out of memory"
     row.update(extra)
     return row
+
+
+def timing_samples(case_id: str, median_ms: float, n: int = SAMPLES, spread: float = SAMPLE_SPREAD) -> list[float]:
+    """`n` timing samples of one case, lognormal with σ `spread`, scaled so that their median is `median_ms`
+    exactly (what the row reports); drawn from a seed of the case id, so a run is the same every time."""
+    draws = np.exp(np.random.default_rng(zlib.crc32(case_id.encode())).normal(0.0, spread, n))
+    return [float(value) for value in draws * (median_ms / np.median(draws))]
 
 
 def write_run(path: Path, rows: list[dict], *, suite: str = "seqlen", device: str = "Test GPU") -> Path:

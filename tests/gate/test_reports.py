@@ -21,7 +21,7 @@ def test_exit_codes(runs, tmp_path):
     assert missing.exit_code == 2 and "no such file or folder" in missing.output
     future = derive(runs[0], tmp_path / "future", meta=lambda meta: {**meta, "schema_version": 99})
     schema = invoke("compare", future, runs[0])
-    assert schema.exit_code == 2 and "schema_version 99" in schema.output
+    assert schema.exit_code == 2 and "'schema_version': 99" in schema.output
     not_rows = derive(runs[0], tmp_path / "alien", rows=lambda row: {"case_id": row["case_id"], "t": 1})
     assert invoke("compare", runs[0], not_rows).exit_code == 2
     (tmp_path / "empty").mkdir()
@@ -46,4 +46,12 @@ def test_markdown_and_json_reports(runs, tmp_path):
     case = next(case for case in data["cases"] if case["case_id"] == failure)
     assert case["impl"] == "sdpa" and case["ratio"] == pytest.approx(1.5) and case["p_slower"] < 0.01
     assert invoke("compare", runs[0], runs[0], "--markdown", markdown, "--json", report).exit_code == 0
+    # A report never lands inside a run folder or over a run's own files: bad input, before anything is written.
+    for where in (slow / "summary.md", tmp_path / "out" / "meta.json"):
+        refused = invoke("compare", runs[0], slow, "--markdown" if where.suffix == ".md" else "--json", where)
+        assert refused.exit_code == 2 and not where.exists(), refused.output
+    # A report that cannot be written (its folder would be under a file) is bad input too, not a gate failure.
+    (tmp_path / "a-file").write_text("")
+    unwritable = invoke("compare", runs[0], slow, "--json", tmp_path / "a-file" / "report.json")
+    assert unwritable.exit_code == 2 and "a-file" in unwritable.output, unwritable.output
     assert markdown.read_text().startswith("## ✅") and json.loads(report.read_text())["result"] == "pass"

@@ -11,13 +11,14 @@ that loses a core waits out whole scheduler slices, which turns 0.05 ms into 20 
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
 
 from attnbench.cli import cli
-from attnbench.gate.stats import median_ratio_interval
+from attnbench.gate.stats import log_median_ratio_errors
 from attnbench.results.files import META_FILE, append_row, read_meta, read_rows, write_json
 from attnbench.suite.load import load_suite
 
@@ -36,11 +37,12 @@ def tiny_suite():
 
 
 def resolves(samples, change: float = 0.10) -> bool:
-    """Whether a measurement pins its median tightly enough to tell a `change` from noise: the 95% bootstrap
-    interval of its median ratio against itself lies within ±change/2. Not so when the machine flipped between
-    two speeds during the case (another job on the sibling core): the gate then rightly says `noisy`."""
-    low, high = median_ratio_interval(np.asarray(samples), np.asarray(samples), 0.95, 2000, np.random.default_rng(0))
-    return high < 1 + change / 2 and low > 1 - change / 2
+    """Whether a measurement pins its median tightly enough to tell a `change` from noise: the 95% interval of its
+    log median ratio against an independent measurement like it (1.96 bootstrap errors) lies within ±change/2.
+    Not so when the machine flipped between two speeds during the case (another job on the sibling core): the
+    gate then rightly says `noisy`."""
+    (error,) = log_median_ratio_errors([(samples, samples)], 2000)
+    return 1.96 * error < math.log1p(change / 2)
 
 
 def derive(source: Path, dest: Path, *, rows=None, meta=None) -> Path:

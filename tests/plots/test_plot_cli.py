@@ -41,6 +41,14 @@ def test_cli_plot(seqlen_run: Path, tmp_path: Path):
     assert "aft" not in (out / "summary.csv").read_text()
 
 
+def test_figures_of_one_run_go_beside_it(seqlen_run: Path):
+    """Only the runner writes inside a run folder: by default the figures of one run go to plots/<run> beside it."""
+    result = CliRunner().invoke(_cli(), ["plot", str(seqlen_run), "--metric", "time"])
+    assert result.exit_code == 0, result.output
+    assert (seqlen_run.parent / "plots" / seqlen_run.name / "time_vs_seqlen.png").is_file()
+    assert sorted(p.name for p in seqlen_run.iterdir()) == ["meta.json", "rows.jsonl"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -50,10 +58,14 @@ def test_cli_plot(seqlen_run: Path, tmp_path: Path):
         (["{run}", "-m", "gpt"], "no rows for mechanism 'gpt'"),
         (["{run}", "--label", "nope=x"], "--label nope=x: no such run"),
         (["{run}", "--label", "nolabel"], "expected RUN=LABEL"),
+        (["{run}", "-o", "{run}/figures"], "lies inside the run folder"),
+        (["{run}", "-o", "{run}"], "is the run folder"),
+        (["{run}", "-o", "{empty}/a-file/figures"], "a-file"),
     ],
 )
 def test_cli_errors(seqlen_run: Path, tmp_path: Path, args: list[str], message: str):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a-file").write_text("")  # a folder cannot be made under it
     where = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "run": seqlen_run}
     result = CliRunner().invoke(_cli(), ["plot", *(a.format(**where) for a in args)])
     assert result.exit_code == 2 and message in result.output, result.output
