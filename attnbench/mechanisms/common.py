@@ -7,12 +7,14 @@ from functools import partial
 import torch
 
 from attnbench.mechanisms.problem import Mode, Problem
-from attnbench.mechanisms.registry import Impl, get
+from attnbench.mechanisms.registry import Impl, get, reference_recompute
 
 COMPILE_IMPL = Impl(
     name="compile",
     target="attnbench.mechanisms.common:compiled_reference",
     description="torch.compile of the reference (default mode, static shapes)",
+    # The compiled graph keeps the reference's checkpoints, so its backward recomputes what the reference's does.
+    recompute=reference_recompute,
 )
 
 

@@ -26,6 +26,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from attnbench.mechanisms import plugins
+from attnbench.mechanisms.flops import (  # noqa: F401  (FlopCount and the convention are part of this API)
+    ATTENTION_BWD_FACTOR,
+    BWD_FACTOR,
+    FLOP_CONVENTION_ID,
+    NO_FLOPS,
+    FlopCount,
+    flash_recompute,
+)
 from attnbench.mechanisms.problem import DTYPES, Level, Mode, Problem
 
 if TYPE_CHECKING:
@@ -95,6 +103,8 @@ class Impl:
     device) and/or `"triton"` (the triton package; on a CPU only under TRITON_INTERPRET=1). `options` are
     passed to the function as keyword arguments (the SDPA backend, say). `unsupported(problem)`, if given,
     says why the implementation does not define a problem (a variant it has no kernel for), or None.
+    `recompute(problem, forward_flops)`, if given, is the forward work its backward computes again (see
+    `flash_recompute`); the row's `flops_impl` adds it to twice the forward.
     """
 
     name: str
@@ -106,6 +116,12 @@ class Impl:
     dtypes: frozenset[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     unsupported: Callable[[Problem], str | None] | None = None
+    recompute: Callable[[Problem, FlopCount], FlopCount] | None = None
+
+    def recomputed(self, problem: Problem, forward: FlopCount) -> FlopCount:
+        """The forward work this implementation's backward does again (`recompute(problem, forward)`; none when
+        it does not say): `flash_recompute` for a FlashAttention-style kernel, a whole block for a checkpoint."""
+        return NO_FLOPS if self.recompute is None else self.recompute(problem, forward)
 
     def load(self) -> Callable[..., torch.Tensor]:
         fn = _load_target(self.target)
@@ -138,18 +154,9 @@ class Impl:
         return None
 
 
-@dataclass(frozen=True)
-class FlopCount:
-    """Forward FLOPs (one multiply-add = 2): `matmul` is what torch's FlopCounterMode counts (mm/bmm/SDPA),
-    `other` the element-wise work the model counts on top (0 for softmax attention, by the FlashAttention
-    convention)."""
-
-    matmul: int
-    other: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.matmul + self.other
+def reference_recompute(problem: Problem, forward: FlopCount) -> FlopCount:
+    """What the mechanism's reference computes again in its backward (`torch.compile` of it does the same)."""
+    return get(problem.mechanism).impl("reference").recomputed(problem, forward)
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,8 @@ class Mechanism:
     - `project(problem, tensors) -> core_tensors` and `output(problem, tensors, core_out) -> y`: the layer's
       input and output projections; the layer output is `output(project(...), core(...))`.
     - `check(problem)`: raises ValueError naming the argument for impossible combinations.
-    - `flops(problem) -> FlopCount` (forward, at the problem's level: the layer adds its projections) and
+    - `flops(problem) -> FlopCount` (forward, at the problem's level: the layer adds its projections; the
+      attention core over a T×T score matrix, if any, named in `attention`) and
       `min_bytes(problem, mode, itemsize) -> int` (the fewest bytes a fused implementation moves).
     - `complexity`: "linear" or "quadratic" in T, what a plot's fitted exponent is compared with;
       `variant_complexity` overrides it per variant (AFT-full is quadratic, its other variants linear).
@@ -187,7 +195,6 @@ class Mechanism:
     causal: tuple[bool, ...] = (False, True)
     check: Callable[[Problem], None] = lambda problem: None
     tolerances: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TOLERANCES)
-    bwd_flops_factor: float = 2.0
     variant_param: str | None = None
     variant_complexity: Mapping[str, str] = field(default_factory=dict)
     derived: Callable[[Problem], Mapping[str, Any]] = lambda problem: {}
@@ -255,11 +262,16 @@ class Mechanism:
     def run_reference(self, problem: Problem, tensors: Tensors) -> torch.Tensor:
         return self.apply(self.reference, problem, tensors)
 
-    def flops_for(self, problem: Problem, mode: Mode) -> int:
-        """FLOPs of one call in `mode`: the backward is `bwd_flops_factor` times the forward."""
-        fwd = self.flops(problem).total
-        bwd = self.bwd_flops_factor * fwd
-        return int({Mode.FWD: fwd, Mode.BWD: bwd, Mode.FWD_BWD: fwd + bwd}[mode])
+    def mode_flops(self, problem: Problem, mode: Mode, impl: str | None = None) -> FlopCount:
+        """FLOPs of one call in `mode`: by the convention (`impl` None: the attention term's backward 2.5×, every
+        other term's 2×), or what implementation `impl` performs (2× plus what it declares it recomputes)."""
+        forward = self.flops(problem)
+        recomputed = flash_recompute(problem, forward) if impl is None else self.impl(impl).recomputed(problem, forward)
+        return forward.in_mode(mode, recomputed)
+
+    def flops_for(self, problem: Problem, mode: Mode, impl: str | None = None) -> int:
+        """Total FLOPs of one call in `mode`, by the convention or (with `impl`) as that implementation runs."""
+        return self.mode_flops(problem, mode, impl).total
 
 
 def _load_target(target: str):

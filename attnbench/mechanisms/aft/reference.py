@@ -75,7 +75,7 @@ def full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, *, 
     qc, kc, vc = (channels(t, dtype) for t in (q, k, v))  # (B, T, C)
     C = qc.shape[-1]
     w = w[:T, :T].to(dtype)
-    rows = max(1, min(T, FULL_BUDGET // max(T, 2 * B * C)))
+    rows = full_block_rows(B, T, C)
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, w))
     keys = None if causal else _stacked_keys(kc, vc)  # (T, B·2C)
     blocks = []
@@ -91,6 +91,11 @@ def full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, *, 
     return _output(q, qc, out[..., :C], out[..., C:])
 
 
+def full_block_rows(B: int, T: int, C: int) -> int:
+    """Query rows per block of the full variant: all `T` while `exp(w)` rows and keys fit `FULL_BUDGET`."""
+    return max(1, min(T, FULL_BUDGET // max(T, 2 * B * C)))
+
+
 def local(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -101,19 +106,107 @@ def local(
     causal: bool,
     chunk: int = SCAN_CHUNK,
 ) -> torch.Tensor:
-    """AFT-local in its band form: `num_t = Σ_t' e^K_t' V_t' + Σ_band C_{t,t'} e^K_t' V_t'` with `C = e^w − 1`.
+    """AFT-local as three sums of positive weights: the keys before the band, the band, the keys after it.
 
     `q, k, v [B,T,H,d]`, `w_band [t_max, 2·window − 1]` (column `j` is the offset `t' − t = j − window + 1`)
-    -> `[B,T,H,d]`. With the row max `m_t` of w (0 included) subtracted, the global sums weigh `g_t = e^{−m_t}`
-    and the band `C_{t,t'} = e^{w − m_t} − e^{−m_t}`. The band form cancels when `w ≪ 0` (C → −1).
+    -> `[B,T,H,d]`. Outside the band the bias is 0, so the keys `t' <= t − s` and `t' >= t + s` (non-causal)
+    enter through prefix and suffix sums of `e^K V` and `e^K`; the band's keys enter directly with their weight
+    `e^{K + w}`. Nothing is subtracted, so the result is exact to rounding for any bias, however negative (a
+    "global sum minus band" form loses every digit once `e^w` is far below 1). The three parts are brought to
+    one stabiliser per row and channel, the largest of their own, so no weight exceeds 1.
     """
     dtype = compute_dtype(q)
     T = q.shape[1]
     qc, kc, vc = (channels(t, dtype) for t in (q, k, v))  # (B, T, C)
-    num, den, scale = prefix_sums(kc, vc, chunk) if causal else total_sums(kc, vc)
-    g, band = band_weights(w_band[:T].to(dtype), window, causal)  # (T,), (T, 2s−1)
-    near_num, near_den = _band_sums(kc, vc, scale, band, window, causal)
-    return _output(q, qc, g[:, None] * num + near_num, g[:, None] * den + near_den)
+    parts = [_shifted(prefix_sums(kc, vc, chunk), window, before=True)]
+    if not causal:
+        flipped = prefix_sums(kc.flip(1), vc.flip(1), chunk)
+        parts.append(_shifted(tuple(x.flip(1) for x in flipped), window, before=False))
+    w = _band_bias(w_band[:T].to(dtype), window, causal)  # (T, columns), −inf where there is no key
+    top = _band_max(kc.detach(), w.detach(), window)  # (B, T, C)
+    for _, _, scale in parts:
+        top = torch.maximum(top, scale)
+    num, den = _band_sums(kc, vc, top, w, window)
+    for part_num, part_den, scale in parts:
+        factor = torch.exp(scale - top)  # at most 1; 0 where the part is empty (scale −inf)
+        num = num + factor * part_num
+        den = den + factor * part_den
+    return _output(q, qc, num, den)
+
+
+def _shifted(sums: Sums, window: int, *, before: bool) -> Sums:
+    """Prefix sums `Σ_{t' <= i}` moved to row `t = i + s` (`before`: the keys `t' <= t − s`), or suffix sums
+    `Σ_{t' >= i}` moved to row `t = i − s` (the keys `t' >= t + s`). Rows with no such key get empty sums
+    (0, with the stabiliser −inf)."""
+    num, den, scale = sums
+    T, s = num.shape[1], window
+    moved = []
+    for x, empty in ((num, 0.0), (den, 0.0), (scale, -math.inf)):
+        if before:  # row t reads index t − s
+            moved.append(F.pad(x[:, : max(0, T - s)], (0, 0, min(s, T), 0), value=empty))
+        else:  # row t reads index t + s
+            moved.append(F.pad(x[:, s:], (0, 0, 0, min(s, T)), value=empty))
+    return moved[0], moved[1], moved[2]
+
+
+def _band_bias(w: torch.Tensor, window: int, causal: bool) -> torch.Tensor:
+    """`w [T, 2s−1]` -> the band's bias `[T, columns]` (`s` columns causal, the keys up to the row), −inf where
+    the column's key `t + j − s + 1` is outside the sequence."""
+    T, s = w.shape[0], window
+    columns = s if causal else 2 * s - 1
+    keys = torch.arange(T, device=w.device)[:, None] + torch.arange(columns, device=w.device) - (s - 1)
+    return w[:, :columns].masked_fill((keys < 0) | (keys >= T), -math.inf)
+
+
+def _band_keys(k: torch.Tensor, v: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V padded by `s − 1` tokens on each side, so that key `t'` sits at index `t' + s − 1`."""
+    s = window
+    return F.pad(k, (0, 0, s - 1, s - 1)), F.pad(v, (0, 0, s - 1, s - 1))
+
+
+def _band_max(k: torch.Tensor, w: torch.Tensor, window: int) -> torch.Tensor:
+    """`max_j (K_{t'} + w[t, j])` over the band's keys, `[B,T,C]` (the key `t' = t` is always there)."""
+    k_pad, _ = _band_keys(k, k, window)
+    T = k.shape[1]
+    top = None
+    for j in range(w.shape[1]):
+        term = k_pad[:, j : j + T] + w[:, j, None]
+        top = term if top is None else torch.maximum(top, term)
+    return top
+
+
+def _band_sums(
+    k: torch.Tensor, v: torch.Tensor, top: torch.Tensor, w: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`Σ_j e^{K_t' + w[t,j] − top_t} V_t'` and `Σ_j e^{K_t' + w[t,j] − top_t}` over the band keys
+    `t' = t + j − s + 1`, `[B,T,C]` each. Row blocks bound the memory that autograd keeps (checkpointed, like
+    the full variant's)."""
+    B, T, C = k.shape
+    k_pad, v_pad = _band_keys(k, v, window)
+    columns = w.shape[1]
+    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (k, v, w))
+    rows = max(1, min(T, BAND_BUDGET // (B * C * columns))) if recompute else T
+    nums, dens = [], []
+    for start in range(0, T, rows):
+        end = min(T, start + rows)
+        args = (k_pad, v_pad, top[:, start:end], w[start:end], start)
+        num, den = checkpoint(_band_rows, *args, use_reentrant=False) if recompute else _band_rows(*args)
+        nums.append(num)
+        dens.append(den)
+    return torch.cat(nums, dim=1), torch.cat(dens, dim=1)
+
+
+def _band_rows(
+    k_pad: torch.Tensor, v_pad: torch.Tensor, top: torch.Tensor, w: torch.Tensor, start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = w.shape[0]
+    num = den = 0.0
+    for j in range(w.shape[1]):
+        keys = slice(start + j, start + j + rows)  # key t + j − s + 1 of rows t = start, ..., start + rows − 1
+        e = torch.exp(k_pad[:, keys] + w[:, j, None] - top)  # (B, rows, C), at most 1; 0 outside the sequence
+        num = num + e * v_pad[:, keys]
+        den = den + e
+    return num, den
 
 
 def conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_conv: torch.Tensor) -> torch.Tensor:
@@ -195,7 +288,9 @@ def _carry(num: torch.Tensor, den: torch.Tensor, m: torch.Tensor) -> tuple[torch
 
 
 def band_weights(w: torch.Tensor, window: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`w [T, 2s−1]` -> `g [T]`, the weight of the global sums, and `band [T, 2s−1]`, the band's `C`.
+    """`w [T, 2s−1]` -> `g [T]`, the weight of the global sums, and `band [T, 2s−1]`, the band's `C`, for a
+    kernel in the band form `g·Σ_all + Σ_band C·(...)`. That form cancels when `w ≪ 0` (`C → −e^{−m}`); `local`
+    above does not use it.
 
     Row t subtracts `m_t = max(0, max over its valid band entries of w)`: `g_t = e^{−m_t}` and
     `band[t, j] = e^{w[t,j] − m_t} − e^{−m_t}` where key `t + j − s + 1` exists (and, causal, `j < s`), else 0.
@@ -211,43 +306,6 @@ def band_weights(w: torch.Tensor, window: int, causal: bool) -> tuple[torch.Tens
     g = torch.exp(-m)
     band = (torch.exp(w - m[:, None]) - g[:, None]).masked_fill(~valid, 0.0)
     return g, band
-
-
-def _band_sums(
-    k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor, band: torch.Tensor, window: int, causal: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`Σ_j band[t, j] e^{K_t' − m_t} V_t'` and `Σ_j band[t, j] e^{K_t' − m_t}` over the band keys
-    `t' = t + j − s + 1`, `[B,T,C]` each. `scale` is `[B,1,C]` or `[B,T,C]`; row blocks bound the memory that
-    autograd keeps (checkpointed, like the full variant's)."""
-    B, T, C = k.shape
-    s = window
-    k_pad = F.pad(k, (0, 0, s - 1, s - 1), value=-math.inf)  # key t' at index t' + s − 1
-    v_pad = F.pad(v, (0, 0, s - 1, s - 1))
-    columns = s if causal else 2 * s - 1
-    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (k, v, band))
-    rows = max(1, min(T, BAND_BUDGET // (B * C * columns))) if recompute else T
-    nums, dens = [], []
-    for start in range(0, T, rows):
-        end = min(T, start + rows)
-        rows_scale = scale if scale.shape[1] == 1 else scale[:, start:end]
-        args = (k_pad, v_pad, rows_scale, band[start:end, :columns], start)
-        num, den = checkpoint(_band_rows, *args, use_reentrant=False) if recompute else _band_rows(*args)
-        nums.append(num)
-        dens.append(den)
-    return torch.cat(nums, dim=1), torch.cat(dens, dim=1)
-
-
-def _band_rows(
-    k_pad: torch.Tensor, v_pad: torch.Tensor, scale: torch.Tensor, band: torch.Tensor, start: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = band.shape[0]
-    num = den = 0.0
-    for j in range(band.shape[1]):
-        keys = slice(start + j, start + j + rows)  # key t + j − s + 1 of rows t = start, ..., start + rows − 1
-        e = torch.exp(k_pad[:, keys] - scale) * band[:, j, None]  # (B, rows, C); 0 where the key is padding
-        num = num + e * v_pad[:, keys]
-        den = den + e
-    return num, den
 
 
 def _stacked_keys(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

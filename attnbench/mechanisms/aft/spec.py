@@ -18,9 +18,10 @@ import math
 
 import torch
 
+from attnbench.mechanisms.aft.reference import full_block_rows
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
 from attnbench.mechanisms.problem import Mode, Problem
-from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param, Unsupported
+from attnbench.mechanisms.registry import NO_FLOPS, FlopCount, Impl, Mechanism, Param, Unsupported
 
 VARIANTS = ("full", "simple", "local", "conv")
 BIAS = {"full": "w_bias", "local": "w_band", "conv": "w_conv"}  # the learned core bias of each variant
@@ -178,6 +179,19 @@ def min_bytes(problem: Problem, mode: Mode, itemsize: int) -> int:
     return mode_bytes(fwd, bwd, mode)
 
 
+def reference_recompute(problem: Problem, forward: FlopCount) -> FlopCount:
+    """What the reference's backward computes again. Full: with more than one block of query rows, each block is
+    checkpointed and its `exp(w)` rows and matmul run again. Local: the band's row blocks are always
+    checkpointed, so its band terms run again; the prefix and suffix sums are kept."""
+    B, T, C = problem.B, problem.T, problem.D
+    name = variant(problem)
+    if name == "full" and full_block_rows(B, T, C) < T:
+        return FlopCount(matmul=4 * B * C * full_pairs(problem), other=2 * full_pairs(problem))
+    if name == "local":
+        return FlopCount(matmul=0, other=4 * B * C * band_pairs(problem))
+    return NO_FLOPS
+
+
 def triton_unsupported(problem: Problem) -> str | None:
     """Why the `triton` implementation does not run a problem: only simple and local have kernels."""
     name = variant(problem)
@@ -197,6 +211,7 @@ IMPLS = (
         "reference",
         "attnbench.mechanisms.aft.reference:core",
         "plain PyTorch from the formulas: full as one cuBLAS matmul per query block, conv as one conv2d",
+        recompute=reference_recompute,
     ),
     Impl(
         "triton",

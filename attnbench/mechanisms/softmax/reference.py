@@ -13,6 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from attnbench.mechanisms.problem import Problem
+from attnbench.mechanisms.registry import NO_FLOPS, FlopCount
 
 # Scores materialised at once (elements): 2^27 is 1 GiB in float64.
 SCORE_BUDGET = 1 << 27
@@ -32,7 +33,7 @@ def attention(
     qh = q.transpose(1, 2)  # (B, H, T, d)
     kh = k.transpose(1, 2).repeat_interleave(H // G, dim=1)  # (B, H, S, d)
     vh = v.transpose(1, 2).repeat_interleave(H // G, dim=1)  # (B, H, S, d)
-    rows = max(1, min(T, SCORE_BUDGET // max(1, B * H * S)))
+    rows = block_rows(B, H, T, S)
     if rows >= T:
         return _block(qh, kh, vh, 0, causal, scale).transpose(1, 2)
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
@@ -44,6 +45,19 @@ def attention(
         else:
             blocks.append(_block(q_block, kh, vh, start, causal, scale))
     return torch.cat(blocks, dim=2).transpose(1, 2)
+
+
+def block_rows(B: int, H: int, T: int, S: int) -> int:
+    """Query rows per block: all `T` when the `B·H·T·S` scores fit `SCORE_BUDGET`, fewer otherwise."""
+    return max(1, min(T, SCORE_BUDGET // max(1, B * H * S)))
+
+
+def recomputed_flops(problem: Problem, forward: FlopCount) -> FlopCount:
+    """What this reference's backward computes again: with more than one query block, every block is
+    checkpointed and its whole attention forward (QKᵀ and P·V) runs again; with one block, nothing."""
+    if block_rows(problem.B, problem.H, problem.T, problem.T) >= problem.T:
+        return NO_FLOPS
+    return FlopCount(matmul=forward.attention, attention=forward.attention)
 
 
 def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool, scale: float):

@@ -11,7 +11,8 @@ import torch
 
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
 from attnbench.mechanisms.problem import Mode, Problem
-from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param
+from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param, flash_recompute
+from attnbench.mechanisms.softmax.reference import recomputed_flops
 
 SDPA = "attnbench.mechanisms.softmax.sdpa:core"
 
@@ -53,12 +54,14 @@ def _projection_shapes(problem: Problem) -> list[tuple[int, int]]:
 
 
 def flops(problem: Problem) -> FlopCount:
-    """`4·B·H·T²·d` (half when causal), the FlashAttention convention: softmax work is not counted."""
-    core = 4 * problem.B * problem.H * problem.T**2 * problem.d
-    core = core // 2 if problem.causal else core
+    """Attention `4·B·H·T²·d` (half when causal), the FlashAttention convention: softmax work is not counted;
+    the layer adds its four projections. Only the attention term's backward counts 2.5× (registry)."""
+    attention = 4 * problem.B * problem.H * problem.T**2 * problem.d
+    attention = attention // 2 if problem.causal else attention
+    projections = 0
     if problem.level.value == "layer":
-        core += projection_flops(problem.B * problem.T, *_projection_shapes(problem))
-    return FlopCount(matmul=core)
+        projections = projection_flops(problem.B * problem.T, *_projection_shapes(problem))
+    return FlopCount(matmul=attention + projections, attention=attention)
 
 
 def min_bytes(problem: Problem, mode: Mode, itemsize: int) -> int:
@@ -80,12 +83,27 @@ def check(problem: Problem) -> None:
         raise ValueError(f"{problem.mechanism}: H={problem.H} must be divisible by G={G} (key/value heads)")
 
 
+# The fused SDPA backends recompute the scores in their backward (`flash_recompute`); the math backend and the
+# reference (while it runs as one query block) keep them, so their backward is 2× the forward.
+FUSED = {"recompute": flash_recompute}
 IMPLS = (
-    Impl("reference", "attnbench.mechanisms.softmax.reference:core", "plain PyTorch, query-blocked"),
-    Impl("sdpa", SDPA, "scaled_dot_product_attention, PyTorch's choice of backend"),
-    Impl("sdpa_flash", SDPA, "SDPA, FlashAttention backend", needs=("cuda",), options={"backend": "flash"}),
-    Impl("sdpa_efficient", SDPA, "SDPA, memory-efficient backend", needs=("cuda",), options={"backend": "efficient"}),
-    Impl("sdpa_cudnn", SDPA, "SDPA, cuDNN backend", needs=("cuda",), options={"backend": "cudnn"}),
+    Impl(
+        "reference",
+        "attnbench.mechanisms.softmax.reference:core",
+        "plain PyTorch, query-blocked",
+        recompute=recomputed_flops,
+    ),
+    Impl("sdpa", SDPA, "scaled_dot_product_attention, PyTorch's choice of backend", **FUSED),
+    Impl("sdpa_flash", SDPA, "SDPA, FlashAttention backend", needs=("cuda",), options={"backend": "flash"}, **FUSED),
+    Impl(
+        "sdpa_efficient",
+        SDPA,
+        "SDPA, memory-efficient backend",
+        needs=("cuda",),
+        options={"backend": "efficient"},
+        **FUSED,
+    ),
+    Impl("sdpa_cudnn", SDPA, "SDPA, cuDNN backend", needs=("cuda",), options={"backend": "cudnn"}, **FUSED),
     Impl("sdpa_math", SDPA, "SDPA, math backend", options={"backend": "math"}),
     COMPILE_IMPL,
 )
@@ -112,7 +130,6 @@ def _mechanism(name: str, title: str, paper: str, params: dict[str, Param], extr
         impls=IMPLS,
         params=params,
         check=check,
-        bwd_flops_factor=2.5,
         derived=lambda problem: {"G": kv_heads(problem)},
         test_problems=tuple({**shape, **extra} for shape in shapes),
     )

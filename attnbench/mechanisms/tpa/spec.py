@@ -12,7 +12,8 @@ import torch
 
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
 from attnbench.mechanisms.problem import Level, Mode, Problem
-from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param
+from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param, flash_recompute
+from attnbench.mechanisms.softmax.reference import recomputed_flops
 
 RANKS = ("R_q", "R_k", "R_v")
 
@@ -64,10 +65,11 @@ def flops(problem: Problem) -> FlopCount:
     `2·B·T·D·(R_q+R_k+R_v)·(H+d)` and the output projection `2·B·T·H·d·D`."""
     B, T, H, d = problem.B, problem.T, problem.H, problem.d
     attention = 4 * B * H * T**2 * d
-    matmul = (attention // 2 if problem.causal else attention) + 2 * B * T * H * d * sum(_ranks(problem))
+    attention = attention // 2 if problem.causal else attention
+    matmul = attention + 2 * B * T * H * d * sum(_ranks(problem))
     if problem.level is Level.LAYER:
         matmul += projection_flops(B * T, *_projection_shapes(problem))
-    return FlopCount(matmul=matmul)
+    return FlopCount(matmul=matmul, attention=attention)
 
 
 def min_bytes(problem: Problem, mode: Mode, itemsize: int) -> int:
@@ -99,8 +101,18 @@ def derived(problem: Problem) -> dict[str, int]:
 
 
 IMPLS = (
-    Impl("reference", "attnbench.mechanisms.tpa.reference:core", "plain PyTorch: factor products, query-blocked"),
-    Impl("sdpa", "attnbench.mechanisms.tpa.sdpa:core", "factor products in PyTorch, then SDPA (PyTorch's backend)"),
+    Impl(
+        "reference",
+        "attnbench.mechanisms.tpa.reference:core",
+        "plain PyTorch: factor products, query-blocked",
+        recompute=recomputed_flops,
+    ),
+    Impl(
+        "sdpa",
+        "attnbench.mechanisms.tpa.sdpa:core",
+        "factor products in PyTorch, then SDPA (PyTorch's backend)",
+        recompute=flash_recompute,
+    ),
     COMPILE_IMPL,
 )
 
@@ -131,7 +143,6 @@ MECHANISMS = (
         impls=IMPLS,
         params=PARAMS,
         check=check,
-        bwd_flops_factor=2.5,
         derived=derived,
         test_problems=(
             dict(B=2, T=37, H=6, d=10, causal=False, R_q=3, R_k=2, R_v=1),

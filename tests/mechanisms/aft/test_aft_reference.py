@@ -133,6 +133,24 @@ def test_local_matches_naive_loop(shape, window, causal):
     )
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("bias_mean", [-20.0, -40.0])
+def test_local_is_exact_for_very_negative_biases(bias_mean, causal):
+    """A learned band bias far below 0 makes the band's keys count e^w ≈ 2e-9 (mean −20) or 4e-18 (−40) times
+    less than the keys outside it. Rows whose keys all lie in the band (the first rows, and every row of a short
+    sequence) depend on the band alone; the others on everything outside it. A form that subtracts the band from
+    a global sum loses every digit there (1e-7 relative error at −20, NaN at −40); the reference must match the
+    naive loop to float64 rounding, gradients included."""
+    B, T, H, d, s = 2, 11, 2, 2, 4
+    q, k, v = (t.requires_grad_(True) for t in _qkv(B, T, H, d, seed=16))
+    w_band = (_bias_tensor((T, 2 * s - 1), seed=17, std=1.0).detach() + bias_mean).requires_grad_(True)
+    _assert_close_with_grads(
+        lambda q, k, v, w: ref.local(q, k, v, w, window=s, causal=causal),
+        lambda q, k, v, w: naive(q, k, v, band_bias(w, s), causal),
+        [q, k, v, w_band],
+    )
+
+
 @pytest.mark.parametrize(
     ("shape", "window"), [((2, 9, 2, 2), 3), ((1, 16, 1, 3), 5), ((1, 1, 2, 3), 1), ((1, 4, 2, 1), 3)]
 )
@@ -150,8 +168,8 @@ def test_conv_equals_direct_2d_loop(shape, window):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_local_band_form_equals_the_direct_formula(causal):
-    """The band form (`e^K V` summed over everything plus `(e^w − 1)` corrections on the band) equals the
-    direct formula with the band written out as a dense T×T bias, 0 outside the band."""
+    """The three-part form (prefix sums before the band, the band, suffix sums after it) equals the direct
+    formula with the band written out as a dense T×T bias, 0 outside the band."""
     B, T, H, d, s = 2, 23, 2, 3, 4
     q, k, v = (t.requires_grad_(True) for t in _qkv(B, T, H, d, seed=8))
     w_band = _bias_tensor((T, 2 * s - 1), seed=9)
