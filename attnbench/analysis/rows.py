@@ -52,6 +52,11 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     frame["numerics_failed"] = (frame["status"] == "numerics_fail") | frame["numerics_ok"].eq(False)
     frame["tflops"] = frame["tflops"].fillna(frame["flops"] / frame["time_ms"] / 1e9)
     frame["gbps"] = frame["gbps"].fillna(frame["bytes"] / frame["time_ms"] / 1e6)
+    # A rate above the run's own measured ceiling is a timing artefact (a clock, a cache, a load spike), not a
+    # throughput: the row keeps its time, but its rates are never drawn or summarised as real.
+    flags = frame["rate_flags"] if "rate_flags" in frame else [None] * len(frame)
+    flagged = pd.Series([isinstance(flag, list) and bool(flag) for flag in flags], index=frame.index)
+    frame.loc[flagged, ["tflops", "gbps", "frac_matmul_peak", "frac_copy_bw"]] = float("nan")
     frame["case"] = [
         case_name(*values)
         for values in zip(frame["mode"], frame["level"], frame["dtype"], frame["causal"], strict=True)

@@ -75,3 +75,20 @@ def test_the_registry_is_asked_once_per_mechanism_and_only_for_rows_without_comp
     monkeypatch.setattr(analysis_rows.registry, "complexity", complexity)
     loaded(run)
     assert sorted(asked) == [("aft", "simple"), ("mha", ""), ("tssa", "")]
+
+
+def test_a_rate_above_its_ceiling_is_never_taken_as_real():
+    """A row flagged by the runner for a rate above the run's measured ceiling keeps its time, not its rates."""
+    import pandas as pd
+
+    from attnbench.analysis.rows import prepare
+
+    rows = [
+        {"mechanism": "m", "impl": "x", "mode": "fwd", "level": "core", "dtype": "fp32", "status": "ok",
+         "time_ms": 1.0, "tflops": 5.0, "gbps": 900.0, "rate_flags": flags, "complexity": "linear"}
+        for flags in (["gbps_above_copy_ceiling"], [], None)
+    ]  # fmt: skip
+    frame = prepare(pd.DataFrame(rows))
+    assert frame["gbps"].isna().tolist() == [True, False, False]
+    assert frame["tflops"].isna().tolist() == [True, False, False]
+    assert frame["time_ms"].tolist() == [1.0, 1.0, 1.0]
