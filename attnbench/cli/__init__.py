@@ -1,19 +1,43 @@
 """The `attnbench` command: a thin click layer over library functions.
 
 Each command parses its options and calls one library function; heavy imports (torch, pandas, matplotlib) happen
-inside the commands. User errors (a bad suite, a missing folder) become a one-line message and exit code 2.
+inside the commands. User errors (a bad suite, a missing folder, a file that is not a run's) and environment
+failures (permissions, a full disk) become a one-line message and exit code 2; exit code 1 is kept for the
+regression gate (`attnbench.cli.errors`).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
 
 from attnbench import __version__
+from attnbench.cli.errors import InputError, os_error_message
+from attnbench.results.files import ResultsError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group, with one last guard: an unreadable results file or a failed read or write that a
+    command did not report itself still ends in one line and exit code 2, and Ctrl-C in exit code 130 (click
+    would say `Aborted!` with exit code 1, the gate's code), never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ResultsError as exc:
+            raise InputError(str(exc)) from None
+        except BrokenPipeError:
+            raise  # output piped into a command that stopped reading: nothing to report
+        except OSError as exc:
+            raise InputError(os_error_message(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attnbench")
 def cli() -> None:
     """Benchmark attention mechanisms: time, peak memory and accuracy across shapes.
@@ -45,7 +69,15 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="attnbench")
+    """The `attnbench` program. Once a command ended on Ctrl-C (exit code 130), further Ctrl-C while the
+    interpreter shuts down are ignored: the run is marked and its resume command printed, nothing is left to stop."""
+    try:
+        cli(prog_name="attnbench")
+    except SystemExit as exc:
+        if exc.code == 130:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
 
 
 if __name__ == "__main__":

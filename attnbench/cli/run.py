@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
+
+from attnbench.cli.errors import InputError
 
 
 @click.command()
@@ -17,6 +20,12 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Finish the missing cases of this run.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: go on even though the suite or its settings changed since the run started (recorded in "
+    "its meta.json).",
+)
+@click.option(
     "--compare-to",
     "compare_to",
     type=click.Path(),
@@ -24,12 +33,14 @@ import click
     help="Then gate the run against BASELINE (a baseline file, a folder of baselines or a run folder) with "
     "`attnbench compare`'s defaults; exit 1 on a regression.",
 )
-def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, compare_to) -> None:
+def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, force, compare_to) -> None:
     """Run SUITE (a YAML file) and record time, peak memory and accuracy for every case.
 
     A new folder `OUT/<suite>-<device>-<time>/` receives meta.json (where and how the run was made) and
     rows.jsonl (one row per case, written as each case ends). Interrupting keeps every finished row;
-    `--resume RUN_DIR` measures only the cases missing from it. Exit code 2 for a bad suite.
+    `--resume RUN_DIR` measures only the cases missing from it, with the suite and options the run was started
+    with (a changed suite is refused unless --force). Exit code 2 for a bad suite, a run that cannot be read or
+    written, or a run another process is writing; 130 when interrupted.
     `--compare-to BASELINE` then compares the run with BASELINE and exits as `attnbench compare` does.
     """
     from attnbench.cli.tables import console as make_console
@@ -45,34 +56,76 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, co
     except (SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if compare_to is not None:
-        from attnbench.gate.sides import check_base_path
-        from attnbench.results.files import ResultsError
-
-        try:
-            check_base_path(compare_to)
-        except ResultsError as exc:
-            raise click.UsageError(f"--compare-to: {exc}") from None
+        _check_baseline(compare_to)
     if dry_run:
         _print_cases(suite)
         return
-    from attnbench.run.folders import RunError
+    if force and resume is None:
+        raise click.UsageError("--force goes with --resume RUN_DIR (it lets a resume use changed settings)")
+    selection = {"device": device, "only": split_values(only), "impls": split_values(impls), "overrides": overrides}
+    hint = resume_hint(suite_path, selection)
+    from attnbench.run.runner import stop_signals
+
+    with stop_signals():  # after a first Ctrl-C, more of them must not swallow the command that finishes the run
+        summary = _run(suite, Path(out_dir), resume, force, selection, hint, console)
+        _print_summary(summary, console)
+        if summary.interrupted:
+            console.print(f"[yellow]interrupted[/yellow]: finish with  {hint(summary.run_dir)}", soft_wrap=True)
+            raise SystemExit(130)
+    if compare_to is not None:
+        _gate(compare_to, summary.run_dir)
+
+
+def _run(suite, out_dir: Path, resume, force: bool, selection: dict, hint, console):
+    """`run_suite` under a progress bar; its failures as one message and exit code 2 (with the resume command
+    when the run stopped part-way)."""
+    from attnbench.results.files import ResultsError
+    from attnbench.run.folders import RunError, RunStopped
 
     try:
-        summary = _run_with_progress(suite, Path(out_dir), resume, console)
-    except RunError as exc:
-        raise click.UsageError(str(exc)) from None
+        return _run_with_progress(suite, out_dir, resume, force, selection, console)
+    except RunStopped as exc:
+        raise InputError(f"{exc}:\n  {hint(exc.run_dir)}") from None
+    except (RunError, ResultsError) as exc:
+        raise InputError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted before the run started; nothing was measured", err=True)
+        raise SystemExit(130) from None
+
+
+def _print_summary(summary, console) -> None:
+    """Cases per status, the slowest cases, the failures, and where the run is."""
     from attnbench.cli.tables import summary_tables
 
     for table in summary_tables(summary.rows):
         console.print(table)
     console.print(f"results: {summary.run_dir}")
-    if summary.interrupted:
-        console.print(
-            f"[yellow]interrupted[/yellow]: finish with  attnbench run {suite_path} --resume {summary.run_dir}"
-        )
-        raise SystemExit(130)
-    if compare_to is not None:
-        _gate(compare_to, summary.run_dir)
+
+
+def resume_hint(suite_path: str, selection: dict):
+    """A function of a run folder giving the command that finishes it: this command's suite and options, which
+    the run's fingerprint needs to match."""
+    options = [] if selection["device"] == "auto" else ["--device", selection["device"]]
+    for flag, values in (("--only", selection["only"]), ("--impl", selection["impls"])):
+        options += [flag, ",".join(values)] if values else []
+    for text in selection["overrides"]:
+        options += ["--set", text]
+
+    def hint(run_dir) -> str:
+        return shlex.join(["attnbench", "run", str(suite_path), *options, "--resume", str(run_dir)])
+
+    return hint
+
+
+def _check_baseline(compare_to) -> None:
+    """Refuse a --compare-to baseline that cannot be read, before anything is measured."""
+    from attnbench.gate.sides import check_base_path
+    from attnbench.results.files import ResultsError
+
+    try:
+        check_base_path(compare_to)
+    except ResultsError as exc:
+        raise click.UsageError(f"--compare-to: {exc}") from None
 
 
 def _gate(baseline, run_dir: Path) -> None:
@@ -89,7 +142,7 @@ def _gate(baseline, run_dir: Path) -> None:
         raise SystemExit(comparison.exit_code)
 
 
-def _run_with_progress(suite, out_dir: Path, resume, console):
+def _run_with_progress(suite, out_dir: Path, resume, force: bool, selection: dict, console):
     """`run_suite` under a progress bar that names the case being measured."""
     from rich.progress import (
         BarColumn,
@@ -110,16 +163,20 @@ def _run_with_progress(suite, out_dir: Path, resume, console):
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{suite.name} on {suite.device}", total=None)
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(f"{suite.name} on {suite.device}", total=None)
 
-        def on_case(index, total, case, row):
-            if row is None:
-                progress.update(task, total=total, description=case.describe()[:80])
-            else:
-                progress.advance(task)
+    def on_case(index, total, case, row):
+        if row is None:
+            progress.start()  # shown from the first case on: a refused run prints its one line alone
+            progress.update(task, total=total, description=case.describe()[:80])
+        else:
+            progress.advance(task)
 
-        return run_suite(suite, out_dir, resume=resume, on_case=on_case)
+    try:
+        return run_suite(suite, out_dir, resume=resume, force=force, selection=selection, on_case=on_case)
+    finally:
+        progress.stop()
 
 
 def _print_cases(suite) -> None:

@@ -31,7 +31,7 @@ def console(stderr: bool = False) -> Console:
 
 def describe_run(run_dir: Path, meta: dict[str, Any]) -> Text:
     """A run's header: folder, status, suite, device, versions, commit and measured ceilings."""
-    device, versions, git = meta.get("device", {}), meta.get("versions", {}), meta.get("git", {})
+    device, versions, git = (meta.get(key) or {} for key in ("device", "versions", "git"))
     commit = (git.get("commit") or "unknown")[:10] + (" (dirty)" if git.get("dirty") else "")
     ceilings = meta.get("ceilings") or {}
     lines = [
@@ -94,7 +94,9 @@ def summary_tables(rows: list[dict[str, Any]], slowest: int = 5) -> list[Table]:
         for column in ("case", "status", "reason"):
             fail_table.add_column(column)
         for row in failures:
-            fail_table.add_row(_case_label(row), Text(row["status"], style=STATUS_STYLE[row["status"]]), row["reason"])
+            fail_table.add_row(
+                _case_label(row), Text(row["status"], style=STATUS_STYLE[row["status"]]), row.get("reason") or ""
+            )
         tables.append(fail_table)
     return tables
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from attnbench.measure import memory, numerics, timing
+from attnbench.measure import memory, numerics, rates, timing
+from attnbench.measure.call import measure_call
 from attnbench.mechanisms import registry
 from attnbench.mechanisms.problem import Mode, Problem, itemsize
 from attnbench.suite.case import Case
@@ -66,8 +67,9 @@ def _measure(case: Case, device: str, ceilings: dict[str, Any], row: dict[str, A
     mechanism = registry.get(case.problem.mechanism)
     problem, mode, dtype = case.problem, Mode(case.mode), case.dtype
     core = mechanism.impl(case.impl).load()
-    measured, peak = _time_and_peak(case, mechanism, core, device)
+    measured, peak, timed_fields = _time_and_peak(case, mechanism, core, device, ceilings)
     gc.collect()  # the inputs of the timed calls are gone before the numerics check allocates its own
+    row.update(timed_fields)
 
     time_s = measured.median_ms / 1e3
     flops = mechanism.flops_for(problem, mode)
@@ -86,17 +88,25 @@ def _measure(case: Case, device: str, ceilings: dict[str, Any], row: dict[str, A
         tflops=flops / time_s / 1e12,
         gbps=moved / time_s / 1e9,
     )
-    if ceilings.get("matmul_tflops"):
-        row["frac_matmul_peak"] = row["tflops"] / ceilings["matmul_tflops"]
-    if ceilings.get("copy_gbps"):
-        row["frac_copy_bw"] = row["gbps"] / ceilings["copy_gbps"]
+    rate_fields, rate_notes = rates.rate_fields(
+        mechanism, problem, case.impl, mode, dtype, time_s, row["gbps"], ceilings
+    )
+    row.update(rate_fields)
     row["status"] = "ok"
+    for note in rate_notes:
+        _add_reason(row, note)
     if case.limits.check_numerics:
         _check_numerics(case, mechanism, core, device, row)
+    else:
+        row.update(numerics_checked=False, numerics_ok=None)
+        _add_reason(row, "numerics not checked (check_numerics is false)")
 
 
-def _time_and_peak(case: Case, mechanism, core, device: str) -> tuple[timing.Timing, memory.Peak]:
-    """Time the call and measure its peak memory on one set of inputs (freed when this returns)."""
+def _time_and_peak(
+    case: Case, mechanism, core, device: str, ceilings: dict[str, Any]
+) -> tuple[timing.Timing, memory.Peak, dict[str, Any]]:
+    """Time the call and measure its peak memory on one set of inputs (freed when this returns), with the row
+    fields on how it was timed (`attnbench.measure.call`)."""
     problem, mode = case.problem, Mode(case.mode)
     tensors = numerics.make_inputs(mechanism, problem, case.dtype, device, case.seed, mode.needs_grad)
     leaves = list(tensors.values())
@@ -106,7 +116,7 @@ def _time_and_peak(case: Case, mechanism, core, device: str) -> tuple[timing.Tim
 
     with numerics.matmul_precision(case.dtype):
         if mode is Mode.FWD:
-            prepare = _nothing
+            prepare = None
 
             def call(_):
                 with torch.no_grad():
@@ -120,16 +130,20 @@ def _time_and_peak(case: Case, mechanism, core, device: str) -> tuple[timing.Tim
             if mode is Mode.BWD:
                 prepare, call = forward, backward
             else:
-                prepare = _nothing
+                prepare = None
 
                 def call(_):
                     return backward(forward())
 
-        return timing.time_call(call, prepare, device, case.timing), memory.measure(call, prepare, device)
+        options = mechanism.impl(case.impl).options
+        measured = measure_call(call, prepare, device, case.timing, options, ceilings)
+        return measured.timing, measured.peak, measured.fields
 
 
 def _check_numerics(case: Case, mechanism, core, device: str, row: dict[str, Any]) -> None:
-    """Compare the implementation with the float64 reference and record the errors and the verdict in `row`."""
+    """Compare the implementation with the float64 reference and record the errors and the verdict in `row`:
+    `numerics_checked` true, `numerics_T` the T it was checked at (the case's own whenever the float64 reference
+    fits `reference_max_elements`), `numerics_score` the worst error over its allowance (above 1 fails)."""
     problem = numerics_problem(mechanism, case.problem, case.limits.reference_max_elements, Mode(case.mode))
     result = numerics.compare(mechanism, core, problem, case.dtype, device, mode=Mode(case.mode), seed=case.seed)
     row.update(
@@ -139,13 +153,20 @@ def _check_numerics(case: Case, mechanism, core, device: str, row: dict[str, Any
         numerics_worst=result.worst,
         numerics_T=problem.T,
         tolerance=result.tolerance,
+        numerics_checked=True,
+        numerics_score=result.score,
     )
-    notes = [result.explain()] if result.explain() else []
+    if result.explain():
+        _add_reason(row, result.explain())
     if problem.T != case.problem.T:
-        notes.append(f"numerics checked at T={problem.T}: the float64 reference at T={case.problem.T} is too large")
+        _add_reason(row, f"numerics checked at T={problem.T}: the float64 reference at T={case.problem.T} is too large")
     if not result.ok:
         row["status"] = "numerics_fail"
-    row["reason"] = "; ".join(notes) or None
+
+
+def _add_reason(row: dict[str, Any], note: str) -> None:
+    """Append `note` to the row's reason (clauses separated by "; ")."""
+    row["reason"] = f"{row['reason']}; {note}" if row.get("reason") else note
 
 
 def numerics_problem(mechanism, problem: Problem, max_elements: int, mode: Mode) -> Problem:
@@ -173,11 +194,6 @@ def _elements(mechanism, problem: Problem) -> int:
     """Elements of the problem's inputs and output (counted on the meta device: nothing is allocated)."""
     tensors = mechanism.make_tensors(problem, torch.float32, "meta", None)
     return sum(t.numel() for t in tensors.values()) + problem.B * problem.T * problem.D
-
-
-def _nothing():
-    """No preparation: the timed call needs no fresh state before each sample."""
-    return None
 
 
 def _is_oom(exc: BaseException) -> bool:

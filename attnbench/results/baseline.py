@@ -27,9 +27,11 @@ from attnbench.results.files import (
     KEY_FIELDS,
     SCHEMA_VERSION,
     ResultsError,
+    check_row,
     find_runs,
     read_meta,
     read_rows,
+    refuse_results_path,
     timestamp,
 )
 
@@ -144,10 +146,16 @@ def save_baseline(
             f"{run_dir}: the run is {meta.get('status')!r}, not 'complete' (finish it with --resume, or save it "
             "anyway with --allow-incomplete: its missing cases will be listed as new by every comparison)"
         )
+    if not isinstance((meta.get("device") or {}).get("name"), str):
+        raise BaselineError(f"{runs[0]}: the run's meta names no device (it stopped before describing it)")
     document = make_baseline(meta, rows, source=runs[0].name, max_samples=max_samples)
     path = Path(out_dir) / baseline_name(meta["suite"]["name"], meta["device"]["name"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, document)
+    refuse_results_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, document)
+    except OSError as exc:
+        raise BaselineError(f"{exc.filename or path}: cannot write the baseline ({exc.strerror or exc})") from None
     return path
 
 
@@ -174,10 +182,12 @@ def read_baseline(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
     """A baseline's run meta and its cases as rows (`time_samples_ms` holding the thinned samples)."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise BaselineError(f"{path}: cannot read the baseline ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: not a baseline (binary: byte {exc.start} is not UTF-8 text)") from None
+    except ValueError as exc:
         raise BaselineError(f"{path}: not JSON ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise BaselineError(f'{path}: not an attnbench baseline (no "format": "{FORMAT}")')
@@ -187,11 +197,17 @@ def read_baseline(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
             f"{document.get('schema_version')!r}; this attnbench reads {FORMAT_VERSION} / {SCHEMA_VERSION} "
             "(save the baseline again from a fresh run)"
         )
+    meta, cases = document.get("meta"), document.get("cases")
+    if not isinstance(meta, dict) or not isinstance(cases, dict):
+        raise BaselineError(f"{path}: keys 'meta' and 'cases' must be objects (a baseline saved by attnbench)")
     rows = []
-    for case_id, case in document.get("cases", {}).items():
+    for case_id, case in cases.items():
+        if not isinstance(case, dict):
+            raise BaselineError(f"{path}: cases[{case_id!r}]: not an object")
         row = {name: value for name, value in case.items() if name != "samples_ms"}
-        rows.append({**row, "case_id": case_id, "time_samples_ms": case.get("samples_ms")})
-    return document["meta"], rows
+        row = {**row, "case_id": case_id, "time_samples_ms": case.get("samples_ms")}
+        rows.append(check_row(f"{path}: case {case_id}", row))
+    return meta, rows
 
 
 def find_baseline(folder: str | os.PathLike, suite_name: str, device_name: str) -> Path:

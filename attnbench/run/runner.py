@@ -1,42 +1,57 @@
 """A sweep that survives: cases measured in a worker process, rows written as each case ends.
 
-The runner owns the run folder. It writes `meta.json` first (status `running`), appends one row per finished
-case to `rows.jsonl`, and marks the run `complete`, `interrupted` or `failed` at the end. A case that hangs past
-its budget is recorded as `timeout`, a worker that dies as `crash`; either way the worker is replaced and the
-sweep goes on. `resume` appends only the cases whose rows are missing.
+The runner owns the run folder and holds its lock while it writes there. It writes `meta.json` first (status
+`running`, the moment the folder exists), appends one row per finished case to `rows.jsonl`, and marks the run
+`complete`, `interrupted` or `failed` at the end. A case that hangs past its budget is recorded as `timeout`, a
+worker that dies as `crash`; either way the worker is replaced and the sweep goes on. `resume` checks that the
+suite and its settings are the run's (the meta's fingerprint), keeps a torn last row aside, measures whatever
+the run still lacks (its ceilings too, when it was stopped before them) and appends only the missing cases. A
+full disk or another write error ends the run as `failed` with every finished row kept, ready for `resume`.
 
 This process never imports the measuring code (torch kernels, timers, numerics): workers do the measuring. The
-per-case step (`run_case`), the ceilings request and the SIGTERM handling here are shared with the A/B runner.
+per-case step (`run_case`), the ceilings request and the stop-signal handling here are shared with the A/B runner.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnbench.results.files import META_FILE, append_row, read_meta, read_rows, timestamp, write_json
-from attnbench.run.folders import RunError, fresh_run_dir
-from attnbench.run.meta import failed_meta, run_meta
+from attnbench.measure.contention import case_budget_s
+from attnbench.results.files import (
+    LOCK_FILE,
+    META_FILE,
+    ROWS_FILE,
+    append_row,
+    read_meta,
+    read_rows,
+    timestamp,
+    write_json,
+)
+from attnbench.run.folders import RunError, RunStopped, fresh_run_dir, locked_run, repair_rows
+from attnbench.run.meta import changes, run_meta, stub_meta, suite_fingerprint
 from attnbench.run.workers import WORKER_START_TIMEOUT_S, WorkerLost, WorkerSlot
 from attnbench.suite.case import Case
 
 if TYPE_CHECKING:
     from attnbench.suite.load import Suite
 
-WORKER_LOG = "worker.log"
+# The folder of the run that holds one log per worker process (`worker-<n>.log`).
+WORKER_LOG = "workers"
 
 # Called before each case (row None) and after it (with its row): index, number of cases, the case, the row.
 OnCase = Callable[[int, int, Case, dict[str, Any] | None], None]
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM arrived: handled as Ctrl-C is, finished rows stay on disk and the run is marked interrupted."""
+    """SIGINT or SIGTERM arrived: finished rows stay on disk and the run is marked interrupted."""
 
 
 @dataclass
@@ -53,19 +68,38 @@ class RunSummary:
         return Counter(row["status"] for row in self.rows)
 
 
+# Shared by nested `stop_signals` blocks (the command's around the runner's): whether a stop was asked for.
+_stopping = {"depth": 0, "asked": False}
+
+
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Within the block SIGTERM raises `Interrupted` (a KeyboardInterrupt), so that a run stopped by a job
-    scheduler ends as one stopped by Ctrl-C does: rows kept, meta marked, workers closed."""
+def stop_signals() -> Iterator[None]:
+    """Within the block SIGINT (Ctrl-C) and SIGTERM (a job scheduler) raise `Interrupted`, once: signals that
+    arrive after that, while the run stops (and, in nested blocks, until the outermost one ends), are ignored,
+    so a second Ctrl-C cannot cut short the clean-up that marks the run and prints how to resume it (`kill -9`
+    still stops at once, and the finished rows are safe even then)."""
 
     def interrupt(signum, frame):
-        raise Interrupted(f"signal {signum}")
+        if _stopping["asked"]:
+            with contextlib.suppress(OSError):
+                os.write(2, b"attnbench: already stopping; keeping the finished rows\n")
+            return
+        _stopping["asked"] = True
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    if _stopping["depth"] == 0:
+        _stopping["asked"] = False
+    _stopping["depth"] += 1
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _stopping["depth"] -= 1
+
+
+sigterm_interrupts = stop_signals  # the A/B runner's name for it
 
 
 def run_suite(
@@ -73,43 +107,24 @@ def run_suite(
     out_dir: Path | str = "results",
     *,
     resume: Path | str | None = None,
+    force: bool = False,
+    selection: Mapping[str, Any] | None = None,
     on_case: OnCase | None = None,
     worker_env: dict[str, str] | None = None,
 ) -> RunSummary:
     """Measure every case of `suite` into a new run folder under `out_dir`, or finish `resume`'s missing cases.
 
     `on_case(index, total, case, row)` is called before each case (row None) and after it (with its row), for
-    progress reporting. `worker_env` is added to the workers' environment. Returns the run's rows (all of them,
-    earlier ones included when resuming). Raises `RunError` when the run cannot start.
+    progress reporting. `worker_env` is added to the workers' environment. `selection` (the filters and
+    overrides the suite was loaded with) is recorded in the meta. A resume whose suite or settings differ from
+    the run's is refused unless `force` (then recorded in the meta). Returns the run's rows (earlier ones
+    included when resuming). Raises `RunError` when the run cannot start (`RunStopped` when it stopped on a
+    write error) and `ResultsError` when the run to resume cannot be read.
     """
-    run_dir, meta = _resume(Path(resume), suite) if resume is not None else (_new_run(Path(out_dir), suite), None)
-    summary = RunSummary(run_dir, rows=read_rows(run_dir) if resume is not None else [])
-    done = {row["case_id"] for row in summary.rows}
-    todo = [case for case in suite.cases if case.case_id not in done]
-    workers = WorkerSlot(suite.device, run_dir / WORKER_LOG, worker_env)
-    status = "failed"
-    try:
-        with sigterm_interrupts():
-            if meta is None:
-                meta = run_meta(suite, device_ceilings(workers, run_dir))
-                write_json(run_dir / META_FILE, meta)
-            for index, case in enumerate(todo):
-                if on_case:
-                    on_case(index, len(todo), case, None)
-                row = run_case(workers, case, meta["ceilings"], suite.device)
-                append_row(run_dir, row)
-                summary.rows.append(row)
-                if on_case:
-                    on_case(index, len(todo), case, row)
-        status = "complete"
-    except KeyboardInterrupt:
-        summary.interrupted, status = True, "interrupted"
-    finally:
-        workers.close()
-        meta = meta if meta is not None else failed_meta(suite)
-        meta.update(status=status, finished_at=timestamp())
-        write_json(run_dir / META_FILE, meta)
-    return summary
+    with stop_signals():
+        run_dir = _resumable(Path(resume)) if resume is not None else _new_run(Path(out_dir), suite)
+        with locked_run(run_dir):
+            return _Sweep(suite, run_dir, on_case, worker_env).run(resume is not None, force, selection)
 
 
 def _new_run(out_dir: Path, suite: Suite) -> Path:
@@ -117,17 +132,132 @@ def _new_run(out_dir: Path, suite: Suite) -> Path:
     return fresh_run_dir(out_dir, f"{suite.name}-{suite.device}")
 
 
-def _resume(run_dir: Path, suite: Suite) -> tuple[Path, dict[str, Any]]:
-    """The folder and meta of a run of `suite` to finish, its meta marked running again."""
-    meta = read_meta(run_dir)
-    if meta["suite"]["name"] != suite.name or meta["suite"]["device"] != suite.device:
-        raise RunError(
-            f"{run_dir}: is a run of suite {meta['suite']['name']!r} on {meta['suite']['device']}, "
-            f"not {suite.name!r} on {suite.device}"
+def _resumable(run_dir: Path) -> Path:
+    """`run_dir` if it is a run folder to resume (one whose runner was stopped before it could even write its
+    meta holds nothing but the lock file); `RunError` otherwise, before anything is written there."""
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run folder")
+    if not (run_dir / META_FILE).exists():
+        if _only_lock(run_dir):
+            return run_dir
+        raise RunError(f"{run_dir}: not an attnbench run (no {META_FILE})")
+    read_meta(run_dir)  # both files checked before the lock file is created: a foreign folder stays untouched
+    read_rows(run_dir)
+    return run_dir
+
+
+def _only_lock(run_dir: Path) -> bool:
+    """Whether the folder holds the run's lock file and nothing else."""
+    try:
+        return [path.name for path in run_dir.iterdir()] == [LOCK_FILE]
+    except OSError:
+        return False
+
+
+class _Sweep:
+    """One run while the runner holds its lock: its suite, folder, meta, rows and worker slot."""
+
+    def __init__(self, suite: Suite, run_dir: Path, on_case: OnCase | None, worker_env: dict[str, str] | None):
+        self.suite, self.run_dir, self.on_case = suite, run_dir, on_case
+        self.summary = RunSummary(run_dir)
+        self.meta: dict[str, Any] | None = None
+        self.workers = WorkerSlot(suite.device, run_dir / WORKER_LOG, worker_env)
+
+    def run(self, resuming: bool, force: bool, selection: Mapping[str, Any] | None) -> RunSummary:
+        """Start (or resume), measure, and mark the run with how it ended, whatever ended it."""
+        status, failure = "failed", None
+        try:
+            if resuming and (self.run_dir / META_FILE).exists():
+                self._resume(force, selection)
+            else:
+                self._start(selection)
+            self._measure()
+            status = "complete"
+        except KeyboardInterrupt:
+            self.summary.interrupted, status = True, "interrupted"
+        except OSError as exc:
+            failure = self._stopped(exc, self.run_dir / ROWS_FILE)
+        finally:
+            self.workers.close(at_once=status != "complete")
+            failure = self._finish(status) or failure
+        if failure is not None:
+            raise failure
+        return self.summary
+
+    def _start(self, selection: Mapping[str, Any] | None) -> None:
+        """Write the new run's meta: a stub at once (the run is resumable from here on), then the full one."""
+        self.meta = stub_meta(self.suite, selection)
+        write_json(self.run_dir / META_FILE, self.meta)
+        self._describe()
+
+    def _describe(self) -> None:
+        """Fill in what the meta still lacks (versions, device, git state: slow to find) and write it."""
+        for key, value in run_meta(self.suite, None).items():
+            self.meta.setdefault(key, value)
+        write_json(self.run_dir / META_FILE, self.meta)
+
+    def _resume(self, force: bool, selection: Mapping[str, Any] | None) -> None:
+        """Check that the run is one of this suite with these settings (`force` lets other settings through,
+        recorded), read its rows, keep a torn last row aside, and mark the run running again."""
+        meta = read_meta(self.run_dir)
+        recorded = meta["suite"]
+        if recorded["name"] != self.suite.name or recorded.get("device", self.suite.device) != self.suite.device:
+            raise RunError(
+                f"{self.run_dir}: is a run of suite {recorded['name']!r} on {recorded.get('device')}, "
+                f"not {self.suite.name!r} on {self.suite.device}"
+            )
+        found = changes(meta, self.suite)
+        if found and not force:
+            raise RunError(
+                f"{self.run_dir}: the run was made with other settings ({'; '.join(found)}); resuming would mix "
+                "two settings in one run. Resume with the run's own options, start a new run, or resume anyway "
+                "with --force (recorded in its meta.json)"
+            )
+        self.summary.rows = read_rows(self.run_dir)  # every row checked before anything is written
+        torn = repair_rows(self.run_dir)
+        if torn:
+            meta.setdefault("torn_rows", []).append(torn)
+        resumed = {"at": timestamp(), "forced": bool(found), "changes": found, "selection": dict(selection or {})}
+        meta.setdefault("resumes", []).append({**resumed, "fingerprint": suite_fingerprint(self.suite)})
+        meta.update(status="running", finished_at=None)
+        self.meta = meta
+        self._describe()
+
+    def _measure(self) -> None:
+        """Measure the ceilings if the run lacks them, then every case it lacks, appending each row."""
+        if not self.meta.get("ceilings"):
+            self.meta["ceilings"] = device_ceilings(self.workers, self.run_dir)
+            write_json(self.run_dir / META_FILE, self.meta)
+        done = {row["case_id"] for row in self.summary.rows}
+        todo = [case for case in self.suite.cases if case.case_id not in done]
+        for index, case in enumerate(todo):
+            if self.on_case:
+                self.on_case(index, len(todo), case, None)
+            row = run_case(self.workers, case, self.meta["ceilings"], self.suite.device)
+            append_row(self.run_dir, row)
+            self.summary.rows.append(row)
+            if self.on_case:
+                self.on_case(index, len(todo), case, row)
+
+    def _finish(self, status: str) -> RunStopped | None:
+        """Mark the run `status` in its meta (once it has one); the error to raise when that cannot be written."""
+        if self.meta is None:
+            return None
+        self.meta.update(status=status, finished_at=timestamp())
+        try:
+            write_json(self.run_dir / META_FILE, self.meta)
+        except OSError as exc:
+            return self._stopped(exc, self.run_dir / META_FILE)
+        return None
+
+    def _stopped(self, exc: OSError, path: Path) -> RunStopped:
+        """The error that ends a run on a failed write: which file, why, and that the run can be finished."""
+        return RunStopped(
+            f"{exc.filename or path}: cannot write ({exc.strerror or exc}); the run stopped, every finished row is "
+            f"kept ({len(self.summary.rows)} in {ROWS_FILE}). Make room (or fix the permissions) and finish it "
+            "with --resume",
+            self.run_dir,
         )
-    meta.update(status="running", resumed_at=timestamp())
-    write_json(run_dir / META_FILE, meta)
-    return run_dir, meta
 
 
 def device_ceilings(workers: WorkerSlot, run_dir: Path) -> dict[str, Any]:
@@ -155,7 +285,7 @@ def run_case(
     begin = time.perf_counter()
     message = {"op": "case", "case": case.to_dict(), "ceilings": ceilings}
     try:
-        reply = workers.get().request(message, case.limits.case_timeout_s)
+        reply = workers.get().request(message, case_budget_s(case.limits.case_timeout_s))
     except WorkerLost as lost:
         workers.discard()
         wall_s = round(time.perf_counter() - begin, 3)

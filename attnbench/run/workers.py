@@ -3,7 +3,8 @@
 A worker (`python -m attnbench.run.worker`) measures cases; the runner only talks to it through JSON lines on
 its stdin and stdout. A reply that does not come within its budget ends the worker (`timeout`), a worker that
 exits without replying is a `crash`; either way `WorkerLost` says which, and the slot starts a fresh worker for
-the next case.
+the next case. Each worker writes its own log (`workers/worker-<n>.log` in the run folder), and a crash's reason
+quotes only what that worker wrote while measuring the case that killed it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class WorkerLost(Exception):
 class Worker:
     """One worker process: `request()` sends a JSON line and waits for the reply up to a deadline.
 
-    `env` is added to this process's environment; `cwd` is the folder the worker starts in (it comes first on
-    the worker's `sys.path`, which matters when that folder holds an `attnbench` package of its own).
+    `log_path` receives the worker's stderr (and its stdout: the protocol has a pipe of its own). `env` is added
+    to this process's environment; `cwd` is the folder the worker starts in (it comes first on the worker's
+    `sys.path`, which matters when that folder holds an `attnbench` package of its own).
     """
 
     def __init__(
@@ -55,10 +57,12 @@ class Worker:
         self.selector.register(self.process.stdout, selectors.EVENT_READ)
         self.buffer = b""
         self.log_path = log_path
+        self.log_start = 0  # where the current request's part of the log begins
         self._read_reply(WORKER_START_TIMEOUT_S, "the worker did not start")
 
     def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send `message` and return the worker's reply; `WorkerLost` when none comes within `timeout_s`."""
+        self.log_start = _size(self.log_path)
         try:
             self.process.stdin.write((json.dumps(message) + "\n").encode())
             self.process.stdin.flush()
@@ -84,14 +88,14 @@ class Worker:
         return json.loads(line)
 
     def _death_reason(self) -> str:
-        """How the worker ended (exit code or signal) and the last lines it wrote to its log."""
+        """How the worker ended (exit code or signal) and the last lines it wrote to its log during this request."""
         try:
             code = self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill()
             code = self.process.returncode
         cause = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        tail = _log_tail(self.log_path)
+        tail = _log_tail(self.log_path, self.log_start)
         return f"worker process died ({cause})" + (f": {tail}" if tail else "")
 
     def kill(self) -> None:
@@ -116,33 +120,57 @@ class Worker:
 
 
 class WorkerSlot:
-    """The current worker, started on first use and replaced after a failure; its arguments are `Worker`'s."""
+    """The current worker, started on first use and replaced after a failure. Worker `n` logs to
+    `<log_dir>/worker-<n>.log` (numbers continue after the logs already there, so a resumed run keeps its
+    earlier logs); the other arguments are `Worker`'s."""
 
     def __init__(
-        self, device: str, log_path: Path, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None
+        self, device: str, log_dir: Path, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None
     ):
-        self.device, self.log_path, self.env, self.cwd = device, log_path, env, cwd
+        self.device, self.log_dir, self.env, self.cwd = device, Path(log_dir), env, cwd
         self.worker: Worker | None = None
 
     def get(self) -> Worker:
-        """The running worker, started now if there is none."""
+        """The running worker, started now (with a log of its own) if there is none."""
         if self.worker is None:
-            self.worker = Worker(self.device, self.log_path, self.env, self.cwd)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.worker = Worker(self.device, self._next_log(), self.env, self.cwd)
         return self.worker
 
-    def discard(self) -> None:
-        """End the current worker (if any); the next `get()` starts a fresh one."""
+    def _next_log(self) -> Path:
+        """The first free `worker-<n>.log` in the log folder."""
+        taken = {path.name for path in self.log_dir.glob("worker-*.log")}
+        return self.log_dir / next(
+            f"worker-{n}.log" for n in range(1, len(taken) + 2) if f"worker-{n}.log" not in taken
+        )
+
+    def discard(self, at_once: bool = False) -> None:
+        """End the current worker (if any); the next `get()` starts a fresh one. `at_once` kills it without
+        waiting for the case it is measuring (the run is being stopped)."""
         if self.worker is not None:
+            if at_once:
+                self.worker.kill()
             self.worker.close()
             self.worker = None
 
     close = discard
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
-    """The last lines of a worker's log on one line, for the reason of a crash."""
+def _size(path: Path) -> int:
+    """The size of a file in bytes (0 when it cannot be read)."""
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(path: Path, start: int = 0, lines: int = 3) -> str:
+    """The last lines a worker wrote to its log from byte `start` on, on one line, for the reason of a crash
+    (at most the last 64 KiB are read: a worker that printed megabytes still gets a short reason)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(start, _size(path) - (1 << 16)))
+            text = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text[-lines:])[-600:]

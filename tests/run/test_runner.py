@@ -6,24 +6,20 @@ whose implementations raise, run out of memory, hang, die, poison their process 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
+from fault_runs import only_run, use_fault_mechanism, write_suite
 
 from attnbench.cli import cli
 from attnbench.mechanisms import registry
 from attnbench.results import load
 from attnbench.results.files import ROW_FIELDS, ROWS_FILE, SCHEMA_VERSION, STATUSES, find_runs, read_meta, read_rows
 from attnbench.run.folders import fresh_run_dir
-
-TESTS_DIR = Path(__file__).resolve().parent.parent  # holds fault_mechanism.py
 
 FAULTS = {
     "reference": ("ok", None),
@@ -32,44 +28,16 @@ FAULTS = {
     "hang": ("timeout", "budget"),
     "dies": ("crash", "SIGKILL"),
     "poisoned": ("crash", "illegal memory access"),
-    "wrong": ("numerics_fail", "relative L2 error"),
+    "wrong": ("numerics_fail", "RMS error"),
 }
 
 
 @pytest.fixture
 def faulty(monkeypatch):
     """Register the fault-injection mechanism here and in every worker process."""
-    monkeypatch.setenv(registry.PLUGIN_ENV, "fault_mechanism")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
-    monkeypatch.syspath_prepend(str(TESTS_DIR))
-    registry.mechanisms.cache_clear()
+    use_fault_mechanism(monkeypatch)
     yield
     registry.mechanisms.cache_clear()
-
-
-def write_suite(path: Path, impls, T=(8,), timeout_s=3.0) -> Path:
-    """A suite of the fault-injection mechanism: the given implementations, forward, fp32, timed briefly."""
-    suite = {
-        "name": "faults",
-        "mechanisms": [{"name": "faulty"}],
-        "impls": list(impls),
-        "modes": ["fwd"],
-        "levels": ["core"],
-        "dtypes": ["fp32"],
-        "causal": False,
-        "sweep": {"B": 1, "T": list(T), "H": 2, "d": 4},
-        "timing": {"warmup_ms": 1, "rep_ms": 2, "min_reps": 2, "max_reps": 4},
-        "limits": {"case_timeout_s": timeout_s},
-    }
-    path.write_text(yaml.safe_dump(suite))
-    return path
-
-
-def only_run(out: Path) -> Path:
-    """The one run folder below `out`."""
-    runs = find_runs(out)
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 def test_every_failure_is_recorded_and_the_sweep_goes_on(faulty, tmp_path):
