@@ -43,18 +43,7 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, fo
     written, or a run another process is writing; 130 when interrupted.
     `--compare-to BASELINE` then compares the run with BASELINE and exits as `attnbench compare` does.
     """
-    from attnbench.cli.tables import console as make_console
-    from attnbench.run import environment
-    from attnbench.suite.load import SuiteError, load_suite
-
-    console = make_console(stderr=True)
-    try:
-        resolved_device = environment.pick_device(device)
-        suite = load_suite(
-            suite_path, device=resolved_device, overrides=overrides, only=split_values(only), impls=split_values(impls)
-        )
-    except (SuiteError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+    console, suite = _load(suite_path, device, overrides, only, impls)
     if compare_to is not None:
         _check_baseline(compare_to)
     if dry_run:
@@ -74,6 +63,28 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, fo
             raise SystemExit(130)
     if compare_to is not None:
         _gate(compare_to, summary.run_dir)
+
+
+def _load(suite_path, device: str, overrides, only, impls):
+    """The stderr console and the suite, expanded for the device; a bad suite or a plug-in that failed to load is
+    a usage error (exit 2). The file is checked before torch is imported (to see the device and load the
+    mechanisms), so a malformed suite is refused at once."""
+    from attnbench.cli.tables import console as make_console
+    from attnbench.suite.load import SuiteError, check_suite, load_suite
+
+    try:
+        checked = check_suite(suite_path, device=None if device == "auto" else device, overrides=overrides)
+        from attnbench.mechanisms import registry
+        from attnbench.run import environment
+
+        registry.check_plugins()  # a run must not silently lack a mechanism whose plug-in failed to import
+        resolved = environment.pick_device(device)
+        suite = load_suite(
+            checked, device=resolved, overrides=overrides, only=split_values(only), impls=split_values(impls)
+        )
+    except (SuiteError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    return make_console(stderr=True), suite
 
 
 def _run(suite, out_dir: Path, resume, force: bool, selection: dict, hint, console):
@@ -96,10 +107,17 @@ def _run(suite, out_dir: Path, resume, force: bool, selection: dict, hint, conso
 def _print_summary(summary, console) -> None:
     """Cases per status, the slowest cases, the failures, and where the run is."""
     from attnbench.cli.tables import summary_tables
+    from attnbench.measure.contention import noisy_summary
 
     for table in summary_tables(summary.rows):
         console.print(table)
+    noisy = noisy_summary(summary.rows)
+    if noisy:
+        console.print(f"[yellow]noisy[/yellow]: {noisy}", soft_wrap=True)
     console.print(f"results: {summary.run_dir}")
+    if not summary.interrupted:
+        run_dir = summary.run_dir
+        console.print(f"next:    attnbench show {run_dir}   |   attnbench plot {run_dir}", soft_wrap=True)
 
 
 def resume_hint(suite_path: str, selection: dict):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from attnbench.measure.numerics import matmul_precision
+from attnbench.measure.probe import probe_rates
 from attnbench.mechanisms.problem import torch_dtype
 
 REPETITIONS = 10
@@ -49,6 +50,8 @@ def measure_ceilings(device: str) -> dict[str, Any]:
     if not cuda:
         by_dtype["tf32"] = by_dtype["fp32"]
     headline = "bf16" if "bf16" in by_dtype and cuda else "fp32"
+    # The CPU's contention probe, at the run's start: each case's probe is held against it (`measure.contention`).
+    probe = {} if cuda else probe_rates()
     matmuls = ", ".join(f"{dtype} {n}^3" for dtype, n in sizes.items())
     return {
         "copy_gbps": 2 * copy_bytes / copy_s / 1e9,
@@ -58,6 +61,7 @@ def measure_ceilings(device: str) -> dict[str, Any]:
         "method": f"{copy_bytes >> 20} MiB copy (read + write counted); matmuls {matmuls}"
         + ("" if cuda else " (tf32 = fp32: the CPU has no TF32 matmuls)")
         + f"; median of up to {REPETITIONS} after warm-up",
+        **probe,
     }
 
 

@@ -3,7 +3,7 @@
 A baseline keeps what the regression gate needs from a run and nothing else: the run's meta (device, driver,
 library versions, timer settings, git commit) and, per case key, its status, median, p20/p80, numerics verdict
 and its timing samples, thinned to at most `max_samples` evenly spaced order statistics (the thinned samples
-have the run's distribution, so the rank test and the bootstrap in `attnbench.gate.stats` read them like a run).
+have the run's distribution, so the gate's bootstrap reads them like a run).
 
     {"format": "attnbench-baseline", "format_version": 1, "schema_version": 1, "saved_at": ..., "source_run": ...,
      "meta": {...}, "cases": {"<case_id>": {"mechanism": ..., "status": "ok", "time_ms": ..., "samples_ms": [...]}}}

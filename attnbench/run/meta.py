@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from attnbench.measure.methods import memory_method, timer_method
+from attnbench.measure import contention
+from attnbench.measure.methods import energy_method, memory_method, timer_method
 from attnbench.results.files import SCHEMA_VERSION, timestamp
 from attnbench.run import environment
 
@@ -72,9 +73,11 @@ def run_meta(suite: Suite, ceilings: dict[str, Any] | None) -> dict[str, Any]:
         "device": environment.device_info(suite.device),
         "versions": found,
         "tf32": environment.tf32_flags(),
-        "timer": {"method": timer_method(suite.device), **asdict(suite.timing)},
+        "timer": {**asdict(suite.timing), "clock": timer_method(suite.device, suite.timing.method)},
         "limits": asdict(suite.limits),
         "memory_method": memory_method(suite.device),
+        "energy_method": energy_method(suite.device),
+        "contention_rules": contention.rules(),
         "ceilings": ceilings,
         "flop_convention": FLOP_CONVENTION,
         "cases": len(suite.cases),
