@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from timed_runs import SINGLE_THREAD, SMOKE, TINY_CLI, derive, invoke, scaled, verdicts
 
 from attnbench.gate.settings import EXIT_CLEAN, EXIT_REGRESSION
@@ -44,6 +45,7 @@ def test_baseline_save_round_trip(runs, tmp_path):
     assert invoke("compare", path, runs[0]).exit_code == 2
 
 
+@pytest.mark.slow
 def test_run_compare_to_gates_the_run(runs, tmp_path, monkeypatch):
     """`attnbench run --compare-to`: a real run against baselines 20x faster (fails) and 20x slower (passes)."""
     for name, value in SINGLE_THREAD.items():

@@ -64,6 +64,7 @@ def test_the_example_plugin_is_installed(fresh_registry):
     registry.check_plugins()
 
 
+@pytest.mark.slow
 def test_the_example_suite_runs_ok_through_the_cli(fresh_registry, tmp_path):
     out = tmp_path / "results"
     args = ["run", str(EXAMPLE / "suite.yaml"), "--device", "cpu", "-o", str(out)]

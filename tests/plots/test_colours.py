@@ -15,6 +15,7 @@ from attnbench.plots.figures import time_figure
 from attnbench.plots.style import MARKER_FILLS, NUMERICS_RING, PALETTE, Style, mechanism_label
 
 
+@pytest.mark.slow
 def test_every_mechanism_of_a_real_run_gets_its_own_colour(cpu_run: Path):
     runs, frame = load_runs(cpu_run)
     series = series_frame(frame, "T")

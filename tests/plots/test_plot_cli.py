@@ -75,6 +75,7 @@ def test_cli_choices_match_the_library():
     assert CLI_AXES == AXES and CLI_METRICS == METRICS == tuple(FIGURES)
 
 
+@pytest.mark.slow
 def test_real_cpu_run_plotted_end_to_end(cpu_run: Path, tmp_path: Path):
     out = tmp_path / "plots"
     result = CliRunner().invoke(_cli(), ["plot", str(cpu_run.parent), "-o", str(out)])

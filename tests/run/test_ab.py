@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from attnbench.cli import cli
@@ -45,6 +46,7 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.slow
 def test_ab_runs_each_revisions_code_interleaved(tmp_path):
     """A tiny git repository with two revisions of the mechanisms: B's SDPA sleeps 2 ms per call. The A/B run
     must measure each revision's own code (B's SDPA regressed, the reference unchanged), interleaved."""

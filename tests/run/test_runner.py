@@ -40,6 +40,7 @@ def faulty(monkeypatch):
     registry.mechanisms.cache_clear()
 
 
+@pytest.mark.slow
 def test_every_failure_is_recorded_and_the_sweep_goes_on(faulty, tmp_path):
     suite = write_suite(tmp_path / "faults.yaml", FAULTS)
     out = tmp_path / "results"
@@ -76,6 +77,7 @@ def test_rows_follow_the_schema_and_load_into_pandas(faulty, tmp_path):
     assert list(frame["T"].sort_values()) == [8, 8, 12, 12]
 
 
+@pytest.mark.slow
 def test_a_run_is_never_overwritten(faulty, tmp_path):
     suite = write_suite(tmp_path / "faults.yaml", ["reference"])
     out = tmp_path / "results"
@@ -95,6 +97,7 @@ def test_a_rejected_suite_writes_nothing_and_exits_2(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_run_keeps_its_rows_and_resumes(faulty, tmp_path, how):
     suite = write_suite(tmp_path / "slow.yaml", ["slow"], T=range(4, 16))
