@@ -15,7 +15,7 @@ from typing import Any
 
 from attnbench.gate.settings import CompareError
 from attnbench.results import baseline
-from attnbench.results.files import KEY_FIELDS, find_runs, read_meta, read_rows
+from attnbench.results.files import KEY_FIELDS, find_runs, read_single_run
 
 
 @dataclass
@@ -56,18 +56,11 @@ def load_side(path: str | os.PathLike) -> Side:
             raise CompareError(f"{path}: neither a run folder nor a baseline file (.json)")
         meta, rows = baseline.read_baseline(path)
         return Side(path, "baseline", meta, _by_case(path, rows))
-    runs = find_runs(path)
-    if len(runs) != 1:
-        held = [p.name for p in path.glob("*.json")]
-        if not runs and held:
-            raise CompareError(f"{path}: a folder of baselines ({', '.join(sorted(held))}); name one file")
-        found = "no run (no meta.json below it)" if not runs else f"{len(runs)} runs: {', '.join(r.name for r in runs)}"
-        raise CompareError(f"{path}: expected one run folder, found {found}")
-    meta = read_meta(runs[0])
-    rows = read_rows(runs[0])
-    if not rows:
-        raise CompareError(f"{runs[0]}: the run has no rows (status {meta.get('status')!r})")
-    return Side(runs[0], "run", meta, _by_case(runs[0], rows))
+    held = [p.name for p in path.glob("*.json")]
+    if held and not find_runs(path):
+        raise CompareError(f"{path}: a folder of baselines ({', '.join(sorted(held))}); name one file")
+    run_dir, meta, rows = read_single_run(path)
+    return Side(run_dir, "run", meta, _by_case(run_dir, rows))
 
 
 def _by_case(path: Path, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

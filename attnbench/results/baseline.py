@@ -28,9 +28,7 @@ from attnbench.results.files import (
     SCHEMA_VERSION,
     ResultsError,
     check_row,
-    find_runs,
-    read_meta,
-    read_rows,
+    read_single_run,
     refuse_results_path,
     timestamp,
 )
@@ -133,22 +131,15 @@ def save_baseline(
     """
     if max_samples < 1:
         raise BaselineError(f"max_samples must be >= 1, got {max_samples}")
-    runs = find_runs(Path(run_dir))
-    if len(runs) != 1:
-        found = "no run" if not runs else f"{len(runs)} runs"
-        raise BaselineError(f"{run_dir}: expected one run folder (with meta.json), found {found}")
-    meta = read_meta(runs[0])
-    rows = read_rows(runs[0])
-    if not rows:
-        raise BaselineError(f"{run_dir}: the run has no rows")
+    source, meta, rows = read_single_run(run_dir)
     if meta.get("status") != "complete" and not allow_incomplete:
         raise BaselineError(
             f"{run_dir}: the run is {meta.get('status')!r}, not 'complete' (finish it with --resume, or save it "
             "anyway with --allow-incomplete: its missing cases will be listed as new by every comparison)"
         )
     if not isinstance((meta.get("device") or {}).get("name"), str):
-        raise BaselineError(f"{runs[0]}: the run's meta names no device (it stopped before describing it)")
-    document = make_baseline(meta, rows, source=runs[0].name, max_samples=max_samples)
+        raise BaselineError(f"{source}: the run's meta names no device (it stopped before describing it)")
+    document = make_baseline(meta, rows, source=source.name, max_samples=max_samples)
     path = Path(out_dir) / baseline_name(meta["suite"]["name"], meta["device"]["name"])
     refuse_results_path(path)
     try:

@@ -305,6 +305,20 @@ def find_runs(path: Path) -> list[Path]:
         raise ResultsError(f"{exc.filename or path}: cannot look for runs there ({exc.strerror or exc})") from None
 
 
+def read_single_run(path: str | os.PathLike) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """The one run folder at or below `path`, its meta and its rows; `ResultsError` when there is not exactly one
+    run there or it has no rows (what the gate and a stored baseline need to read)."""
+    runs = find_runs(Path(path))
+    if len(runs) != 1:
+        found = "no run (no meta.json below it)" if not runs else f"{len(runs)} runs: {', '.join(r.name for r in runs)}"
+        raise ResultsError(f"{path}: expected one run folder, found {found}")
+    meta = read_meta(runs[0])
+    rows = read_rows(runs[0])
+    if not rows:
+        raise ResultsError(f"{runs[0]}: the run has no rows (status {meta.get('status')!r})")
+    return runs[0], meta, rows
+
+
 def run_folder_of(path: str | os.PathLike) -> Path | None:
     """The run folder that `path` is or lies inside (a folder above it holding a meta.json), or None."""
     absolute = Path(os.path.abspath(path))
