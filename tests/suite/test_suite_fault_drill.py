@@ -10,6 +10,7 @@ the schema-stage ones are checked in a fresh interpreter to fail without importi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,11 @@ def test_a_malformed_suite_is_refused_by_a_fresh_process(tmp_path, name):
     path = drill.path(tmp_path)
     out_dir = tmp_path / "out"
     args = ["--dry-run"] if len(name) % 2 else ["-o", str(out_dir)]  # both forms, over the set
+    # A torch that cannot be imported: the schema stage must refuse these suites without it.
+    poisoned = tmp_path / "no-torch"
+    (poisoned / "torch").mkdir(parents=True)
+    (poisoned / "torch" / "__init__.py").write_text("raise ImportError('the schema stage imported torch')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(poisoned), os.environ.get("PYTHONPATH")]))}
     before = files_under(tmp_path)
     started = time.perf_counter()
     result = subprocess.run(
@@ -93,6 +99,7 @@ def test_a_malformed_suite_is_refused_by_a_fresh_process(tmp_path, name):
         text=True,
         cwd=tmp_path,
         timeout=120,
+        env=env if drill.stage == "schema" else None,
     )
     elapsed = time.perf_counter() - started
     assert_refused(drill, path, result.returncode, result.stdout + result.stderr)
