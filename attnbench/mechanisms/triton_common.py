@@ -8,9 +8,13 @@ only loaded when their implementation runs.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,14 +36,78 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def autotune_configs(block: str, sizes: Sequence[int], warps: Sequence[int] = (4, 8)) -> list[triton.Config]:
-    """Configs for `@triton.autotune` over one block size named `block`: every size × warp count on a GPU, a
-    single `INTERPRETED_BLOCK` config under the interpreter (where warps mean nothing and tuning is wasted)."""
+def autotune_configs(
+    block: str,
+    sizes: Sequence[int],
+    warps: Sequence[int] | Mapping[int, Sequence[int]] = (4, 8),
+    stages: Sequence[int] = (3,),
+) -> list[triton.Config]:
+    """Configs for `@triton.autotune` over one block size named `block`: every size × warp count × pipeline
+    depth on a GPU (`warps` per size when a mapping), a single `INTERPRETED_BLOCK` config under the interpreter
+    (where warps mean nothing and tuning is wasted)."""
     import triton
 
     if interpreted():
         return [triton.Config({block: INTERPRETED_BLOCK}, num_warps=1)]
-    return [triton.Config({block: size}, num_warps=w) for size in sizes for w in warps]
+    per_size = warps if isinstance(warps, Mapping) else dict.fromkeys(sizes, warps)
+    return [triton.Config({block: n}, num_warps=w, num_stages=s) for n in sizes for w in per_size[n] for s in stages]
+
+
+# The shared memory every autotuned config needs, per kernel and target, as Triton's compiler reports it
+# (written by `python -m attnbench.mechanisms.triton_compile`, which compiles every launch for sm_90 and sm_80).
+SHARED_MEMORY_FIGURES = "triton_shared_memory.json"
+# Figures of the nearest target at or below a device's compute capability stand for it (sm_86/89 use sm_80's).
+FIGURE_TARGETS = ((9, "sm_90"), (8, "sm_80"))
+
+
+def config_key(dtype: str, meta: dict[str, Any]) -> str:
+    """How a config is named in the figures: the kernel's first tensor dtype, its compile-time constants and
+    the warps and pipeline stages, e.g. `bf16 BLOCK_C=64 CAUSAL=True num_stages=3 num_warps=4`."""
+    return " ".join([dtype, *(f"{name}={meta[name]}" for name in sorted(meta))])
+
+
+@functools.cache
+def _shared_memory_figures() -> dict[str, dict[str, dict[str, int]]]:
+    path = Path(__file__).with_name(SHARED_MEMORY_FIGURES)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def device_properties(device: torch.device):
+    """The CUDA device's properties (compute capability, shared memory per block), None off CUDA."""
+    return torch.cuda.get_device_properties(device) if device.type == "cuda" else None
+
+
+def launchable(kernel: str) -> dict[str, Callable[..., list]]:
+    """`prune_configs_by` for `@triton.autotune` of `kernel` (`module:name`): an early prune that drops the
+    configs whose recorded shared memory exceeds what the launch's GPU allows a block, so the autotuner never
+    tries a config that cannot launch. Configs without a figure (a shape the compile check does not cover) stay.
+    """
+
+    def prune(configs: list, named_args: dict[str, Any], **kwargs: Any) -> list:
+        tensors = [value for value in named_args.values() if isinstance(value, torch.Tensor)]
+        properties = device_properties(tensors[0].device) if tensors else None
+        if properties is None:
+            return configs
+        target = next((name for major, name in FIGURE_TARGETS if properties.major >= major), None)
+        module, name = kernel.split(":")
+        constant = [p.name for p in getattr(sys.modules[module], name).fn.params if p.is_constexpr]
+        figures = _shared_memory_figures().get(kernel, {})
+        kept = []
+        for config in configs:
+            meta = {**named_args, **kwargs, **config.all_kwargs()}
+            meta = {key: meta[key] for key in [*constant, "num_warps", "num_stages"] if key in meta}
+            need = figures.get(config_key(_dtype_name(tensors[0].dtype), meta), {}).get(target, 0)
+            if need <= properties.shared_memory_per_block_optin:
+                kept.append(config)
+        if not kept:
+            raise RuntimeError(f"{kernel}: no autotune config fits in this GPU's shared memory ({properties.name})")
+        return kept
+
+    return {"early_config_prune": prune}
 
 
 def power_of_2_at_least(n: int, floor: int = 1) -> int:
@@ -68,11 +136,18 @@ def head_blocks(H: int, d: int, block_t: int | None = None, tile_elements: int =
     }
 
 
+# Launches traced on meta tensors (the ahead-of-time compile check) size their grids for an H100 SXM.
+META_MULTIPROCESSORS = 132
+
+
 def multiprocessors(device: torch.device, cpu_stand_in: int) -> int:
-    """Streaming multiprocessors of a CUDA `device`, which grids are sized to fill; `cpu_stand_in` on the CPU
-    (under the interpreter), chosen by each kernel so that small test shapes still split into several programs."""
+    """Streaming multiprocessors of a CUDA `device`, which grids are sized to fill; META_MULTIPROCESSORS on the
+    meta device; `cpu_stand_in` on the CPU (under the interpreter), chosen by each kernel so that small test
+    shapes still split into several programs."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
+    if device.type == "meta":
+        return META_MULTIPROCESSORS
     return cpu_stand_in
 
 

@@ -48,6 +48,24 @@ def test_autotune_configs(monkeypatch):
     assert config.kwargs == {"BLOCK_T": triton_common.INTERPRETED_BLOCK}
 
 
+def test_autotune_configs_with_warps_per_size_and_stages(monkeypatch):
+    """Warps chosen per block size (a mapping), each with every pipeline depth."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    configs = triton_common.autotune_configs("BLOCK_T", (32, 128), {32: (4,), 128: (8,)}, stages=(2, 3))
+    assert [(c.kwargs["BLOCK_T"], c.num_warps, c.num_stages) for c in configs] == [
+        (32, 4, 2),
+        (32, 4, 3),
+        (128, 8, 2),
+        (128, 8, 3),
+    ]
+
+
+def test_meta_tensors_stand_for_an_h100():
+    """Launches traced on meta tensors (the compile check) size their grids for 132 multiprocessors."""
+    assert triton_common.multiprocessors(torch.device("meta"), cpu_stand_in=3) == 132
+
+
 @pytest.mark.parametrize(
     ("n", "floor", "block"), [(1, 1, 1), (2, 1, 2), (3, 1, 4), (16, 1, 16), (17, 1, 32), (12, 16, 16)]
 )

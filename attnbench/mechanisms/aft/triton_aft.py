@@ -40,14 +40,16 @@ from attnbench.mechanisms.aft.triton_aft_scan import (
 )
 from attnbench.mechanisms.problem import Problem
 from attnbench.mechanisms.registry import Unsupported
-from attnbench.mechanisms.triton_common import scratch
+from attnbench.mechanisms.triton_common import launchable, scratch
 
 
-@triton.autotune(configs=channel_configs(), key=["C", "CAUSAL"])
+@triton.autotune(
+    configs=channel_configs(), key=["C", "CAUSAL"], prune_configs_by=launchable(f"{__name__}:_simple_fwd_kernel")
+)
 @triton.jit
 def _simple_fwd_kernel(
     p_q, p_k, p_v, p_y, p_carry, p_total, p_tiles, T, C, NT, NCHUNK,
-    CAUSAL: tl.constexpr, BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    CAUSAL: tl.constexpr, BLOCK_T: tl.constexpr, TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """`Y = σ(Q)·num/den`; causal: scans the chunk's tiles from its carry and saves the state after each tile in
     `tiles [3, B, NT, C]`."""
@@ -74,11 +76,13 @@ def _simple_fwd_kernel(
         tl.store(p_y + o, b_y.to(p_y.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(
+    configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_simple_bwd_query_kernel")
+)
 @triton.jit
 def _simple_bwd_query_kernel(
     p_q, p_dy, p_dq, p_total, p_part, T, C, NT, NCHUNK,
-    BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Non-causal: `dQ = dY·ybar·σ'(Q)` and the chunk's `Σ_t dY·σ(Q)` into `part [B, NCHUNK, C]`."""
     i_c, i_n, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -97,11 +101,13 @@ def _simple_bwd_query_kernel(
     tl.store(p_part + (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c, b_acc, mask=m_c)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(
+    configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_simple_bwd_key_kernel")
+)
 @triton.jit
 def _simple_bwd_key_kernel(
     p_k, p_v, p_dk, p_dv, p_total, p_part, T, C, NT, NCHUNK,
-    BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Non-causal: with `g = Σ_t dY·σ(Q)`, `dV = e^{K−m}·g/d` and `dK = e^{K−m}·(V − ybar)·g/d`."""
     i_c, i_n, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -122,11 +128,13 @@ def _simple_bwd_key_kernel(
         tl.store(p_dk + o, (b_dv * (load_tile(p_v, o, mask) - b_ybar[None, :])).to(p_dk.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(
+    configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_bwd_chunk_sums_kernel")
+)
 @triton.jit
 def _bwd_chunk_sums_kernel(
     p_q, p_k, p_v, p_dy, p_tiles, p_z, T, C, NT, NCHUNK,
-    BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Causal: each chunk's `Z = Σ_j e^{M_first − M_j}·Σ_{t in tile j} ρ_t` and `Z'` (with υ) into
     `z [2, B, NCHUNK, C]`, relative to the scale of the chunk's first tile; tiles recomputed from their states."""
@@ -154,11 +162,13 @@ def _bwd_chunk_sums_kernel(
     tl.store(p_z + n_b * NCHUNK * C + o_z, b_z2, mask=m_c)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(
+    configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_simple_bwd_causal_kernel")
+)
 @triton.jit
 def _simple_bwd_causal_kernel(
     p_q, p_k, p_v, p_dy, p_dq, p_dk, p_dv, p_tiles, p_h, T, C, NT, NCHUNK,
-    BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr, TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Causal: tiles from the chunk's last, each recomputed from the saved state before it; writes dQ, dK, dV."""
     i_c, i_n, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)

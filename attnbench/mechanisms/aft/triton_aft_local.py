@@ -1,8 +1,7 @@
 """AFT-local in Triton, non-causal and causal, forward and backward (README.md: design, bytes, status).
 
-The band form (reference.local): with the row max of w subtracted, row t weighs the global sums by `g_t` and its
-band keys by `cband[t, j] = e^{w − m_t} − e^{−m_t}`, both computed in PyTorch from `w_band` (`[T, 2s−1]`, tiny
-and shared over batch and channels; autograd takes `dcband` back to `w_band`). Everything else is here:
+The band form: row t weighs the global sums by `g_t` and its band keys by `cband` (`band_weights`, in PyTorch
+from `w_band [T, 2s−1]`, shared over batch and channels; autograd takes `dcband` back to `w_band`). Then:
 
     num_t = g_t·N_t + Σ_t' A[t,t']·e^{K_t'−M}·V_t',  den_t = g_t·D_t + Σ_t' A[t,t']·e^{K_t'−M},  Y = σ(Q)·num/den
 
@@ -22,11 +21,12 @@ writes dK, dV. The backward's band products run at fp32 accuracy (`cancelling_do
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
-from attnbench.mechanisms.aft.reference import band_weights
 from attnbench.mechanisms.aft.triton_aft_scan import (
     Layout,
     channel_configs,
@@ -44,19 +44,28 @@ from attnbench.mechanisms.triton_common import (
     cancelling_dot_precision,
     dot_precision,
     interpreted,
+    launchable,
     scratch,
 )
+
+
+@triton.jit
+def band_offsets(W, T, S, t0, k0, BLOCK_T: tl.constexpr):
+    """Offsets into `cband [T, W]` of rows `t0, ...` against keys `k0, ...` (`[BLOCK_T, BLOCK_T]`, int64: T·W
+    passes 2³¹ at T = 128K once s > 8192) and the mask of the entries on the band."""
+    o_t = t0 + tl.arange(0, BLOCK_T)
+    o_k = k0 + tl.arange(0, BLOCK_T)
+    col = o_k[None, :] - o_t[:, None] + S - 1
+    m_a = (o_t < T)[:, None] & (col >= 0) & (col < W)
+    return o_t[:, None].to(tl.int64) * W + col, m_a
 
 
 @triton.jit
 def _band_block(p_cb, W, T, S, t0, k0, BLOCK_T: tl.constexpr):
     """The band's C for rows `t0, ...` against keys `k0, ...`: `[BLOCK_T, BLOCK_T]` from `cband [T, W]`, 0 off
     the band (cband itself is 0 on entries whose key is off the sequence, or in the future when causal)."""
-    o_t = t0 + tl.arange(0, BLOCK_T)
-    o_k = k0 + tl.arange(0, BLOCK_T)
-    col = o_k[None, :] - o_t[:, None] + S - 1
-    m_a = (o_t < T)[:, None] & (col >= 0) & (col < W)
-    return tl.load(p_cb + o_t[:, None].to(tl.int64) * W + col, mask=m_a, other=0.0), o_t[:, None] * W + col, m_a
+    o_a, m_a = band_offsets(W, T, S, t0, k0, BLOCK_T)
+    return tl.load(p_cb + o_a, mask=m_a, other=0.0)
 
 
 @triton.jit
@@ -89,7 +98,7 @@ def _row_sums(
     k_lo, k_hi = _key_range(t0, S, CAUSAL, BLOCK_T)
     for k0 in range(k_lo, k_hi, BLOCK_T):
         b_e, b_ev = _keys(p_k, p_v, i_b, k0, T, C, o_c, m_c, b_M, BLOCK_T)
-        b_a, _, _ = _band_block(p_cb, W, T, S, t0, k0, BLOCK_T)
+        b_a = _band_block(p_cb, W, T, S, t0, k0, BLOCK_T)
         b_num += tl.dot(b_a.to(dt), b_ev.to(dt), input_precision=DOT_PRECISION)
         b_den += tl.dot(b_a.to(dt), b_e.to(dt), input_precision=DOT_PRECISION)
     b_den = tl.where((o_t < T)[:, None] & m_c[None, :], b_den, 1.0)  # no 0/0 on lanes off the tensor
@@ -105,11 +114,13 @@ def _rows_before(p_carry, p_total, i_b, i_n, o_c, m_c, C, NCHUNK, CAUSAL: tl.con
     return load_state(p_total, n_b * C, i_b.to(tl.int64) * C + o_c, m_c)
 
 
-@triton.autotune(configs=channel_configs(), key=["C", "CAUSAL"])
+@triton.autotune(
+    configs=channel_configs(), key=["C", "CAUSAL"], prune_configs_by=launchable(f"{__name__}:_local_fwd_kernel")
+)
 @triton.jit
 def _local_fwd_kernel(
     p_q, p_k, p_v, p_y, p_cb, p_g, p_carry, p_total, p_tiles, T, C, NT, NCHUNK, S, W,
-    CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_T: tl.constexpr, TILES_PER_CHUNK,
     BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """`Y = σ(Q)·num/den`; causal: the chunk's tiles in order from its carry, saving each tile's state."""
@@ -139,7 +150,7 @@ def _local_fwd_kernel(
 def _local_bwd_rows_kernel(
     p_q, p_k, p_v, p_dy, p_dq, p_rho, p_ups, p_dcb, p_cb, p_g, p_total, p_tiles, p_z, T, C, NT, NCHUNK, S, W,
     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, BWD_PRECISION: tl.constexpr, BLOCK_T: tl.constexpr,
-    TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Per row tile: dQ, ρ, υ, the band's `dcband` (atomics) and the chunk's sums of `g·ρ`, `g·υ` into
     `z [2, B, NCHUNK, C]` (causal: rescaled to the chunk's first tile, as AFT-simple's)."""
@@ -187,7 +198,7 @@ def _local_bwd_rows_kernel(
             b_e, b_ev = _keys(p_k, p_v, i_b, k0, T, C, o_c, m_c, b_m, BLOCK_T)
             b_da = tl.dot(b_rho, tl.trans(b_ev), input_precision=BWD_PRECISION)
             b_da -= tl.dot(b_ups, tl.trans(b_e), input_precision=BWD_PRECISION)
-            _, o_a, m_a = _band_block(p_cb, W, T, S, t0, k0, BLOCK_T)
+            o_a, m_a = band_offsets(W, T, S, t0, k0, BLOCK_T)
             o_k = k0 + tl.arange(0, BLOCK_T)
             tl.atomic_add(p_dcb + o_a, b_da, mask=m_a & ((o_k >= 0) & (o_k < T))[None, :])
     o_z = (i_b.to(tl.int64) * NCHUNK + i_n) * C + o_c
@@ -212,19 +223,21 @@ def _band_to_keys(
         if CAUSAL:
             b_f = tl.exp(b_M - tl.load(p_tiles + o_tiles + r * C, mask=m_c, other=0.0))  # rows' scale >= keys'
             b_rho, b_ups = b_rho * b_f[None, :], b_ups * b_f[None, :]
-        b_a, _, _ = _band_block(p_cb, W, T, S, r * BLOCK_T, t0, BLOCK_T)  # (rows, keys)
+        b_a = _band_block(p_cb, W, T, S, r * BLOCK_T, t0, BLOCK_T)  # (rows, keys)
         b_at = tl.trans(b_a)
         b_bn += tl.dot(b_at, b_rho, input_precision=BWD_PRECISION)
         b_bd += tl.dot(b_at, b_ups, input_precision=BWD_PRECISION)
     return b_bn, b_bd
 
 
-@triton.autotune(configs=channel_configs(), key=["C", "CAUSAL"])
+@triton.autotune(
+    configs=channel_configs(), key=["C", "CAUSAL"], prune_configs_by=launchable(f"{__name__}:_local_bwd_keys_kernel")
+)
 @triton.jit
 def _local_bwd_keys_kernel(
     p_k, p_v, p_dk, p_dv, p_rho, p_ups, p_cb, p_g, p_total, p_tiles, p_h, T, C, NT, NCHUNK, S, W,
     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, BWD_PRECISION: tl.constexpr, BLOCK_T: tl.constexpr,
-    TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILES_PER_CHUNK, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Per key tile: `dV = e^{K−M}·(U + Aᵀρ)`, `dK = e^{K−M}·(V·(U + Aᵀρ) − (U' + Aᵀυ))`, U the global part.
 
@@ -277,6 +290,28 @@ def _local_bwd_keys_kernel(
             b_u2 = b_h2[None, :] + b_bd
         tl.store(p_dv + o, (b_e * b_u).to(p_dv.dtype.element_ty), mask=mask)
         tl.store(p_dk + o, (b_e * (b_v * b_u - b_u2)).to(p_dk.dtype.element_ty), mask=mask)
+
+
+def band_weights(w: torch.Tensor, window: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`w [T, 2s−1]` -> `g [T]`, the weight of the global sums, and `cband [T, 2s−1]`: row t weighs key t' by
+    `e^{w − m_t}` in its band and `e^{−m_t}` outside (bias 0) as `g·(all keys) + cband·(band keys)`, `g = e^{−m}`,
+    `cband = e^{w − m} − e^{−m}`, `m_t = max(0, band max of w)`. A row whose band holds every key it sees takes
+    `g = 0`, `cband = e^{w − m}`, m the band max: "all keys minus band" would be rounding noise there, which a
+    very negative bias (e^w ≪ 1) would divide out as the answer."""
+    T, s = w.shape[0], window
+    offsets = torch.arange(2 * s - 1, device=w.device) - (s - 1)  # (2s−1,): t' − t of each column
+    keys = torch.arange(T, device=w.device)[:, None] + offsets  # (T, 2s−1)
+    valid = (keys >= 0) & (keys < T)
+    if causal:
+        valid &= offsets <= 0
+    rows = torch.arange(T, device=w.device)
+    outside = rows >= s if causal else (rows >= s) | (rows + s - 1 < T - 1)  # a key off the band exists
+    w = w.masked_fill(~valid, -math.inf)
+    top = w.detach().amax(dim=1)
+    m = torch.where(outside, top.clamp(min=0), top)  # (T,)
+    g = torch.where(outside, torch.exp(-m), torch.zeros_like(m))
+    band = (torch.exp(w - m[:, None]) - g[:, None]).masked_fill(~valid, 0.0)
+    return g, band
 
 
 def _sizes(lay: Layout, window: int) -> tuple[int, ...]:
@@ -340,9 +375,7 @@ class LocalAFT(torch.autograd.Function):
     def backward(ctx, dy):
         q, k, v, cband, g, saved = ctx.saved_tensors
         dq, dk, dv, dcband = _backward(q, k, v, cband, g, dy.contiguous(), saved, ctx.window, ctx.causal, ctx.lay)
-        if ctx.lay.T == 1:
-            # One token: Y = σ(Q)·V for any K and w, so dK and dw are exactly 0; computed, they are the roundoff of
-            # V·ρ − ρ·ybar, which no relative test can judge against an exact 0.
+        if ctx.lay.T == 1:  # one token: Y = σ(Q)·V for any K and w, so dK and dw are exactly 0, not roundoff
             dk.zero_()
             dcband.zero_()
         return dq, dk, dv, dcband, None, None, None, None

@@ -26,12 +26,14 @@ from attnbench.mechanisms.triton_common import (
     INTERPRETED_BLOCK,
     autotune_configs,
     interpreted,
+    launchable,
     multiprocessors,
     scratch,
 )
 
-# Channel blocks the autotuner tries on a GPU: untuned guesses, no GPU was at hand when they were chosen.
-CHANNEL_BLOCKS = (32, 64, 128)
+# Channel blocks the autotuner tries on a GPU, each with the warps that keep a `[64, BLOCK_C]` fp32 tile at 16 to
+# 32 values a thread (untimed guesses: no GPU was at hand when they were chosen).
+CHANNEL_BLOCKS = {32: (4,), 64: (4,), 128: (8,)}
 TOKENS_PER_TILE = 64  # on a GPU; INTERPRETED_BLOCK under the interpreter
 # A CPU stands in for this many multiprocessors when sizing chunks, so that test shapes span several chunks.
 CPU_MULTIPROCESSORS = 2
@@ -39,7 +41,7 @@ CPU_MULTIPROCESSORS = 2
 
 def channel_configs() -> list[triton.Config]:
     """Autotune configs over the channel block BLOCK_C (a fresh list for every kernel)."""
-    return autotune_configs("BLOCK_C", CHANNEL_BLOCKS)
+    return autotune_configs("BLOCK_C", tuple(CHANNEL_BLOCKS), CHANNEL_BLOCKS)
 
 
 @triton.jit
@@ -98,11 +100,9 @@ def scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d):
     return b_M, b_e, b_num, b_den, b_n * b_f + tl.sum(b_ev, axis=0), b_d * b_f + tl.sum(b_e, axis=0)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_chunk_state_kernel"))
 @triton.jit
-def _chunk_state_kernel(
-    p_k, p_v, p_s, T, C, NT, NCHUNK, BLOCK_T: tl.constexpr, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr
-):
+def _chunk_state_kernel(p_k, p_v, p_s, T, C, NT, NCHUNK, BLOCK_T: tl.constexpr, TILES_PER_CHUNK, BLOCK_C: tl.constexpr):
     """State of every chunk on its own: `s [3, B, NCHUNK, C]`."""
     i_c, i_n, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -124,7 +124,7 @@ def _chunk_state_kernel(
     store_state(p_s, tl.num_programs(2).to(tl.int64) * NCHUNK * C, o_s, m_c, b_m, b_n, b_d)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_chunk_carry_kernel"))
 @triton.jit
 def _chunk_carry_kernel(p_s, p_carry, p_total, C, NCHUNK, BLOCK_C: tl.constexpr):
     """`carry [3, B, NCHUNK, C]`: the state of the chunks before each chunk; `total [3, B, C]`: of all chunks."""
@@ -143,9 +143,9 @@ def _chunk_carry_kernel(p_s, p_carry, p_total, C, NCHUNK, BLOCK_C: tl.constexpr)
     store_state(p_total, tl.num_programs(1).to(tl.int64) * C, i_b.to(tl.int64) * C + o_c, m_c, b_m, b_n, b_d)
 
 
-@triton.autotune(configs=channel_configs(), key=["C"])
+@triton.autotune(configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_bwd_carry_kernel"))
 @triton.jit
-def _bwd_carry_kernel(p_z, p_tiles, p_h, C, NT, NCHUNK, TILES_PER_CHUNK: tl.constexpr, BLOCK_C: tl.constexpr):
+def _bwd_carry_kernel(p_z, p_tiles, p_h, C, NT, NCHUNK, TILES_PER_CHUNK, BLOCK_C: tl.constexpr):
     """Causal: `h [2, B, NCHUNK, C]`, the sums of the chunks after each chunk rescaled to the scale of its last
     tile: `H_c = e^{M_last(c) − M_first(c+1)}·(Z_{c+1} + e^{M_first(c+1) − M_last(c+1)}·H_{c+1})`."""
     i_c, i_b = tl.program_id(0), tl.program_id(1)

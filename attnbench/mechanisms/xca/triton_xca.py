@@ -2,7 +2,8 @@
 wraps them in an autograd function; `core` is the `triton` implementation's entry point.
 
 Every token pass splits each head's tokens into chunks, one program per (batch row and head, chunk), so that one
-long sequence with few heads still fills the GPU; the reduce kernels run one program per head.
+long sequence with few heads still fills the GPU; the forward reduce runs a program per block of 16 rows of a
+head's d×d maps, and so does the backward reduce.
 
 Only imported when the `triton` implementation runs (the registry loads it lazily).
 """
@@ -32,6 +33,8 @@ from attnbench.mechanisms.xca.triton_xca_kernels import (
 )
 
 MAX_HEAD_DIM = 128  # the d×d fp32 accumulators live in registers
+# Rows of a head's d×d maps one program of a reduce kernel finishes: 8 programs a head at d = 128.
+REDUCE_ROWS = 16
 MIN_TOKENS_PER_CHUNK = 256  # below this a chunk's program is mostly launch and reduce overhead
 # A CPU stands in for this many multiprocessors when sizing chunks (under the interpreter).
 CPU_MULTIPROCESSORS = 1
@@ -52,6 +55,12 @@ def _chunking(T: int, heads: int, device: torch.device, tokens_per_chunk: int | 
     return tokens_per_chunk, triton.cdiv(T, tokens_per_chunk)
 
 
+def _row_blocks(block_d: int) -> tuple[int, int]:
+    """Rows of a head's d×d maps per program of the reduce kernels, and the programs a head takes."""
+    block_r = min(block_d, REDUCE_ROWS)
+    return block_r, block_d // block_r
+
+
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     """Batch, token and head strides of a `[B,T,H,d]` tensor (the kernels need only its last stride to be 1)."""
     return t.stride(0), t.stride(1), t.stride(2)
@@ -64,28 +73,29 @@ def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
 
 def _passes(q: torch.Tensor, tokens_per_chunk: int | None):
     """What the passes over `q`'s shape share: the token passes' grid, their sizes `T, H, n_chunks,
-    tokens_per_chunk`, their meta-parameters, and the per-head block BLOCK_D with the reduce kernels' warps."""
+    tokens_per_chunk`, their meta-parameters, and the per-head block BLOCK_D."""
     B, T, H, d = q.shape
     block_d = power_of_2_at_least(d, 16)
     chunk, n_chunks = _chunking(T, B * H, q.device, tokens_per_chunk)
     meta = dict(D_HEAD=d, BLOCK_D=block_d, PRECISION=dot_precision(q.dtype))
-    return _grid(B * H, n_chunks), (T, H, n_chunks, chunk), meta, block_d, num_warps_for(block_d * block_d)
+    return _grid(B * H, n_chunks), (T, H, n_chunks, chunk), meta, block_d
 
 
 def xca_forward(q, k, v, tau, tokens_per_chunk: int | None = None):
     """`q, k, v [B,T,H,d]`, `tau [H]` -> `O [B,T,H,d]` and the fp32 statistics the backward needs:
     `A, Ĝ [B·H, BLOCK_D, BLOCK_D]` and the raw norms `‖q‖, ‖k‖ [B·H, BLOCK_D]`."""
     B, T, H, d = q.shape
-    grid, sizes, meta, BLOCK_D, reduce_warps = _passes(q, tokens_per_chunk)
+    grid, sizes, meta, BLOCK_D = _passes(q, tokens_per_chunk)
     BH, n_chunks, f32, device = B * H, sizes[2], torch.float32, q.device
     g_part = scratch((BH, n_chunks, BLOCK_D, BLOCK_D), f32, device)
     nq_part, nk_part = (scratch((BH, n_chunks, BLOCK_D), f32, device) for _ in range(2))
     gram_kernel[grid](q, k, g_part, nq_part, nk_part, *sizes, *_strides(q), *_strides(k), **meta)
     attn, gram_hat = (scratch((BH, BLOCK_D, BLOCK_D), f32, device) for _ in range(2))
     norm_q, norm_k = (scratch((BH, BLOCK_D), f32, device) for _ in range(2))
-    reduce_kernel[(BH,)](
+    block_r, n_rows = _row_blocks(BLOCK_D)
+    reduce_kernel[(BH, n_rows)](
         g_part, nq_part, nk_part, tau, attn, gram_hat, norm_q, norm_k, H, n_chunks,
-        EPS=EPS, D_HEAD=d, BLOCK_D=BLOCK_D, num_warps=reduce_warps,
+        EPS=EPS, D_HEAD=d, BLOCK_D=BLOCK_D, BLOCK_R=block_r, num_warps=num_warps_for(block_r * BLOCK_D),
     )  # fmt: skip
     out = scratch((B, T, H, d), q.dtype, device)
     apply_kernel[grid](v, attn, out, *sizes, *_strides(v), *_strides(out), **meta)
@@ -95,22 +105,25 @@ def xca_forward(q, k, v, tau, tokens_per_chunk: int | None = None):
 def xca_backward(q, k, v, tau, attn, gram_hat, norm_q, norm_k, d_out, tokens_per_chunk: int | None = None):
     """Gradients `dq, dk, dv [B,T,H,d]` and `dtau [H]` from the forward's statistics and `d_out [B,T,H,d]`."""
     B, T, H, d = q.shape
-    grid, sizes, meta, BLOCK_D, reduce_warps = _passes(q, tokens_per_chunk)
+    grid, sizes, meta, BLOCK_D = _passes(q, tokens_per_chunk)
     BH, n_chunks, f32, device = B * H, sizes[2], torch.float32, q.device
     dv = scratch((B, T, H, d), v.dtype, device)
     da_part = scratch((BH, n_chunks, BLOCK_D, BLOCK_D), f32, device)
     bwd_dv_kernel[grid](d_out, v, attn, dv, da_part, *sizes, *_strides(d_out), *_strides(v), *_strides(dv), **meta)
     mix_q, mix_k = (scratch((BH, BLOCK_D, BLOCK_D), f32, device) for _ in range(2))
-    vec = scratch((BH, 4, BLOCK_D), f32, device)
-    dtau = scratch((B, H), f32, device)
-    bwd_reduce_kernel[(BH,)](
+    block_r, n_rows = _row_blocks(BLOCK_D)
+    vec = scratch((BH, 3 + n_rows, BLOCK_D), f32, device)
+    dtau = scratch((B, H, n_rows), f32, device)
+    bwd_reduce_kernel[(BH, n_rows)](
         da_part, attn, gram_hat, norm_q, norm_k, tau, mix_q, mix_k, vec, dtau, H, n_chunks,
-        EPS=EPS, BLOCK_D=BLOCK_D, num_warps=reduce_warps,
+        EPS=EPS, BLOCK_D=BLOCK_D, BLOCK_R=block_r, num_warps=num_warps_for(block_r * BLOCK_D),
     )  # fmt: skip
     dq = scratch((B, T, H, d), q.dtype, device)
     dk = scratch((B, T, H, d), k.dtype, device)
-    bwd_qk_kernel[grid](q, k, mix_q, mix_k, vec, dq, dk, *sizes, *_strides(q), *_strides(k), *_strides(dq), **meta)
-    return dq, dk, dv, dtau.sum(dim=0).to(tau.dtype)
+    bwd_qk_kernel[grid](
+        q, k, mix_q, mix_k, vec, dq, dk, *sizes, n_rows, *_strides(q), *_strides(k), *_strides(dq), **meta
+    )  # fmt: skip
+    return dq, dk, dv, dtau.sum(dim=(0, 2)).to(tau.dtype)
 
 
 class XCAFunction(torch.autograd.Function):

@@ -5,10 +5,11 @@ With `Ĝ = diag(1/‖q‖)(q kᵀ)diag(1/‖k‖)` (per batch row and head, `q, 
 and `O = A v`:
 
 forward   pass 1  reads q, k; each program sums one chunk of tokens into a `d×d` Gram and two norm vectors
-          reduce  one program per (b, h) adds the chunks' partials, normalises, applies τ, softmaxes -> A, Ĝ
+          reduce  one program per (b, h) and block of rows adds the chunks' partials, normalises, applies τ,
+                  softmaxes -> A, Ĝ
           pass 2  reads v, writes `O = A v`, chunk by chunk
 backward  pass 1  reads dO, v; sums `dA = dO vᵀ` per chunk and writes `dv = Aᵀ dO` (A is saved)
-          reduce  softmax backward `dS = A ⊙ (dA − rowsum(dA ⊙ A))`, `dτ = Σ dS ⊙ Ĝ`, `dĜ = τ·dS`, and the
+          reduce  per (b, h) and block of rows: softmax backward `dS = A ⊙ (dA − rowsum(dA ⊙ A))`, `dτ = Σ dS ⊙ Ĝ`, `dĜ = τ·dS`, and the
                   normalisation's backward folded into two `d×d` maps and two vectors (see `bwd_reduce_kernel`)
           pass 2  reads q, k, writes dq, dk
 
@@ -26,18 +27,24 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from attnbench.mechanisms.triton_common import autotune_configs
+from attnbench.mechanisms.triton_common import autotune_configs, launchable
 
-# Token blocks the autotuner tries on a GPU for the passes over the tokens.
-TOKEN_BLOCKS = (32, 64, 128)
-
-
-def token_configs() -> list[triton.Config]:
-    """Autotune configs over the token block BLOCK_T (a fresh list for every kernel)."""
-    return autotune_configs("BLOCK_T", TOKEN_BLOCKS)
+# Token blocks the autotuner tries on a GPU for the passes over the tokens, with their warps: 8 from 64 tokens,
+# where a d = 128 head's d×d fp32 accumulator and the token tiles would otherwise crowd 4 warps' registers.
+TOKEN_BLOCKS = {32: (4,), 64: (8,), 128: (8,)}
 
 
-@triton.autotune(configs=token_configs(), key=["D_HEAD"])
+def token_configs(small: bool = False) -> list[triton.Config]:
+    """Autotune configs over the token block BLOCK_T (a fresh list for every kernel). `small` adds 16 tokens with
+    a two-stage pipeline: the one config of the backward's q, k pass that fits an A100's 163 KB at d = 128 in
+    fp32 (its two d×d fp32 maps alone take 128 KB)."""
+    configs = autotune_configs("BLOCK_T", tuple(TOKEN_BLOCKS), TOKEN_BLOCKS)
+    if small and len(configs) > 1:  # on a GPU (the interpreter has one config)
+        configs.append(triton.Config({"BLOCK_T": 16}, num_warps=4, num_stages=2))
+    return configs
+
+
+@triton.autotune(configs=token_configs(), key=["D_HEAD"], prune_configs_by=launchable(f"{__name__}:gram_kernel"))
 @triton.jit
 def gram_kernel(
     q,
@@ -55,7 +62,7 @@ def gram_kernel(
     stride_kb,
     stride_kt,
     stride_kh,
-    D_HEAD: tl.constexpr,
+    D_HEAD,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -102,21 +109,25 @@ def reduce_kernel(
     H,
     n_chunks,
     EPS: tl.constexpr,
-    D_HEAD: tl.constexpr,
+    D_HEAD,
     BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
-    """Forward reduce, one program per (b, h): add the chunks, `Ĝ = G / (max(‖q‖, eps) max(‖k‖, eps)ᵀ)`,
-    `A = softmax_rows(τ_h·Ĝ)` over the `d` real columns. Writes A, Ĝ (padded, fp32) and the raw norms."""
-    i_bh = tl.program_id(0)
+    """Forward reduce, one program per (b, h) and block of BLOCK_R rows of the head's d×d maps (softmax rows are
+    independent, so a head's reduce spreads over BLOCK_D / BLOCK_R programs): add the chunks' partials,
+    `Ĝ = G / (max(‖q‖, eps) max(‖k‖, eps)ᵀ)`, `A = softmax_rows(τ_h·Ĝ)` over the `d` real columns. Writes the
+    rows of A, Ĝ (padded, fp32) and of the raw q norms; the first row block writes the k norms."""
+    i_bh, i_r = tl.program_id(0), tl.program_id(1)
+    o_r = i_r * BLOCK_R + tl.arange(0, BLOCK_R)
     o_d = tl.arange(0, BLOCK_D)
-    o_dd = o_d[:, None] * BLOCK_D + o_d[None, :]
-    b_g = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
-    b_nq2 = tl.zeros([BLOCK_D], dtype=tl.float32)
+    o_rd = o_r[:, None] * BLOCK_D + o_d[None, :]
+    b_g = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+    b_nq2 = tl.zeros([BLOCK_R], dtype=tl.float32)
     b_nk2 = tl.zeros([BLOCK_D], dtype=tl.float32)
     for i_c in range(n_chunks):
         o_part = i_bh.to(tl.int64) * n_chunks + i_c
-        b_g += tl.load(g_part + o_part * BLOCK_D * BLOCK_D + o_dd)
-        b_nq2 += tl.load(nq_part + o_part * BLOCK_D + o_d)
+        b_g += tl.load(g_part + o_part * BLOCK_D * BLOCK_D + o_rd)
+        b_nq2 += tl.load(nq_part + o_part * BLOCK_D + o_r)
         b_nk2 += tl.load(nk_part + o_part * BLOCK_D + o_d)
     b_nq, b_nk = tl.sqrt_rn(b_nq2), tl.sqrt_rn(b_nk2)
     b_ghat = b_g / (tl.maximum(b_nq, EPS)[:, None] * tl.maximum(b_nk, EPS)[None, :])
@@ -124,14 +135,14 @@ def reduce_kernel(
     b_s = tl.where((o_d < D_HEAD)[None, :], b_ghat * b_tau, float("-inf"))
     b_e = tl.exp(b_s - tl.max(b_s, axis=1)[:, None])
     b_a = b_e / tl.sum(b_e, axis=1)[:, None]
-    o_out = i_bh.to(tl.int64) * BLOCK_D * BLOCK_D + o_dd
+    o_out = i_bh.to(tl.int64) * BLOCK_D * BLOCK_D + o_rd
     tl.store(attn + o_out, b_a)
     tl.store(gram_hat + o_out, b_ghat)
-    tl.store(norm_q + i_bh.to(tl.int64) * BLOCK_D + o_d, b_nq)
-    tl.store(norm_k + i_bh.to(tl.int64) * BLOCK_D + o_d, b_nk)
+    tl.store(norm_q + i_bh.to(tl.int64) * BLOCK_D + o_r, b_nq)
+    tl.store(norm_k + i_bh.to(tl.int64) * BLOCK_D + o_d, b_nk, mask=o_d < tl.where(i_r == 0, BLOCK_D, 0))
 
 
-@triton.autotune(configs=token_configs(), key=["D_HEAD"])
+@triton.autotune(configs=token_configs(), key=["D_HEAD"], prune_configs_by=launchable(f"{__name__}:apply_kernel"))
 @triton.jit
 def apply_kernel(
     v,
@@ -147,7 +158,7 @@ def apply_kernel(
     stride_ob,
     stride_ot,
     stride_oh,
-    D_HEAD: tl.constexpr,
+    D_HEAD,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -174,7 +185,7 @@ def apply_kernel(
         tl.store(p_o + o_t[:, None] * stride_ot + o_d[None, :], b_o.to(out.dtype.element_ty), mask=m_td)
 
 
-@triton.autotune(configs=token_configs(), key=["D_HEAD"])
+@triton.autotune(configs=token_configs(), key=["D_HEAD"], prune_configs_by=launchable(f"{__name__}:bwd_dv_kernel"))
 @triton.jit
 def bwd_dv_kernel(
     d_out,
@@ -195,7 +206,7 @@ def bwd_dv_kernel(
     stride_dvb,
     stride_dvt,
     stride_dvh,
-    D_HEAD: tl.constexpr,
+    D_HEAD,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -242,27 +253,30 @@ def bwd_reduce_kernel(
     n_chunks,
     EPS: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
-    """Backward reduce, one program per (b, h). With `dĜ = τ·A ⊙ (dA − rowsum(dA ⊙ A))`, `q̂ = q / n_q`:
+    """Backward reduce, one program per (b, h) and block of BLOCK_R rows of the d×d maps. With `dĜ = τ·A ⊙ (dA − rowsum(dA ⊙ A))`, `q̂ = q / n_q`:
 
     `dq = (1/n_q) ⊙ (dĜ diag(1/n_k) k − (r/n_q) ⊙ q)` with `r = rowsum(dĜ ⊙ Ĝ)` (`= q̂·dq̂` per channel, so
     no token sum is needed), and symmetrically `dk = (1/n_k) ⊙ ((diag(1/n_q) dĜ)ᵀ q − (c/n_k) ⊙ k)` with
     `c = colsum(dĜ ⊙ Ĝ)`. A channel whose norm is clamped to eps has no projection term (the clamp's
     gradient is zero). Writes `mix_q = dĜ diag(1/n_k)`, `mix_k = diag(1/n_q) dĜ` (entries of order 1/d,
-    safe to round to 16 bits), `vec = [1/n_q, r/n_q, 1/n_k, c/n_k]` and this head's share of dτ."""
-    i_bh = tl.program_id(0)
+    safe to round to 16 bits), `vec = [1/n_q, r/n_q, 1/n_k, (c/n_k) of each row block]` (the rows' share of c;
+    the q, k pass adds them) and the rows' share of dτ into `dtau [B·H, row blocks]`."""
+    i_bh, i_r, n_r = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
+    o_r = i_r * BLOCK_R + tl.arange(0, BLOCK_R)
     o_d = tl.arange(0, BLOCK_D)
-    o_dd = o_d[:, None] * BLOCK_D + o_d[None, :]
-    b_da = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    o_rd = o_r[:, None] * BLOCK_D + o_d[None, :]
+    b_da = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
     for i_c in range(n_chunks):
-        b_da += tl.load(da_part + (i_bh.to(tl.int64) * n_chunks + i_c) * BLOCK_D * BLOCK_D + o_dd)
-    o_mat = i_bh.to(tl.int64) * BLOCK_D * BLOCK_D + o_dd
-    o_vec = i_bh.to(tl.int64) * BLOCK_D + o_d
+        b_da += tl.load(da_part + (i_bh.to(tl.int64) * n_chunks + i_c) * BLOCK_D * BLOCK_D + o_rd)
+    o_mat = i_bh.to(tl.int64) * BLOCK_D * BLOCK_D + o_rd
     b_a = tl.load(attn + o_mat)
     b_ghat = tl.load(gram_hat + o_mat)
-    b_nq, b_nk = tl.load(norm_q + o_vec), tl.load(norm_k + o_vec)
+    b_nq = tl.load(norm_q + i_bh.to(tl.int64) * BLOCK_D + o_r)
+    b_nk = tl.load(norm_k + i_bh.to(tl.int64) * BLOCK_D + o_d)
     b_ds = b_a * (b_da - tl.sum(b_da * b_a, axis=1)[:, None])
-    tl.store(dtau + i_bh, tl.sum(tl.sum(b_ds * b_ghat, axis=1), axis=0))
+    tl.store(dtau + i_bh.to(tl.int64) * n_r + i_r, tl.sum(tl.sum(b_ds * b_ghat, axis=1), axis=0))
     b_dghat = b_ds * tl.load(tau + i_bh % H).to(tl.float32)
     b_inv_q = 1.0 / tl.maximum(b_nq, EPS)
     b_inv_k = 1.0 / tl.maximum(b_nk, EPS)
@@ -270,14 +284,16 @@ def bwd_reduce_kernel(
     b_c = tl.where(b_nk >= EPS, tl.sum(b_dghat * b_ghat, axis=0) * b_inv_k, 0.0)
     tl.store(mix_q + o_mat, b_dghat * b_inv_k[None, :])
     tl.store(mix_k + o_mat, b_dghat * b_inv_q[:, None])
-    o_vec4 = i_bh.to(tl.int64) * 4 * BLOCK_D + o_d
-    tl.store(vec + o_vec4, b_inv_q)
-    tl.store(vec + o_vec4 + BLOCK_D, b_r)
-    tl.store(vec + o_vec4 + 2 * BLOCK_D, b_inv_k)
-    tl.store(vec + o_vec4 + 3 * BLOCK_D, b_c)
+    o_vec = i_bh.to(tl.int64) * (3 + n_r) * BLOCK_D
+    tl.store(vec + o_vec + o_r, b_inv_q)
+    tl.store(vec + o_vec + BLOCK_D + o_r, b_r)
+    tl.store(vec + o_vec + 2 * BLOCK_D + o_d, b_inv_k, mask=o_d < tl.where(i_r == 0, BLOCK_D, 0))
+    tl.store(vec + o_vec + (3 + i_r) * BLOCK_D + o_d, b_c)
 
 
-@triton.autotune(configs=token_configs(), key=["D_HEAD"])
+@triton.autotune(
+    configs=token_configs(small=True), key=["D_HEAD"], prune_configs_by=launchable(f"{__name__}:bwd_qk_kernel")
+)
 @triton.jit
 def bwd_qk_kernel(
     q,
@@ -291,6 +307,7 @@ def bwd_qk_kernel(
     H,
     n_chunks,
     tokens_per_chunk,
+    n_row_blocks,
     stride_qb,
     stride_qt,
     stride_qh,
@@ -300,7 +317,7 @@ def bwd_qk_kernel(
     stride_gb,
     stride_gt,
     stride_gh,
-    D_HEAD: tl.constexpr,
+    D_HEAD,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -315,9 +332,11 @@ def bwd_qk_kernel(
     o_mat = i_bh.to(tl.int64) * BLOCK_D * BLOCK_D + o_d[:, None] * BLOCK_D + o_d[None, :]
     b_mqt = tl.trans(tl.load(mix_q + o_mat)).to(q.dtype.element_ty)
     b_mk = tl.load(mix_k + o_mat).to(q.dtype.element_ty)
-    o_vec = i_bh.to(tl.int64) * 4 * BLOCK_D + o_d
-    b_inv_q, b_r = tl.load(vec + o_vec), tl.load(vec + o_vec + BLOCK_D)
-    b_inv_k, b_c = tl.load(vec + o_vec + 2 * BLOCK_D), tl.load(vec + o_vec + 3 * BLOCK_D)
+    o_vec = i_bh.to(tl.int64) * (3 + n_row_blocks) * BLOCK_D + o_d
+    b_inv_q, b_r, b_inv_k = tl.load(vec + o_vec), tl.load(vec + o_vec + BLOCK_D), tl.load(vec + o_vec + 2 * BLOCK_D)
+    b_c = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for i_r in range(n_row_blocks):  # the row blocks' shares of c/n_k
+        b_c += tl.load(vec + o_vec + (3 + i_r) * BLOCK_D)
     p_q = q + i_b.to(tl.int64) * stride_qb + i_h.to(tl.int64) * stride_qh
     p_k = k + i_b.to(tl.int64) * stride_kb + i_h.to(tl.int64) * stride_kh
     o_g = i_b.to(tl.int64) * stride_gb + i_h.to(tl.int64) * stride_gh
