@@ -155,7 +155,10 @@ def job_key(job: Job) -> str:
 
     module, name = job.kernel.split(":")
     source_key = jit_function(getattr(importlib.import_module(module), name)).cache_key
-    return hashlib.sha256(repr((triton.__version__, source_key, job)).encode()).hexdigest()[:24]
+    # The options name files inside the Triton package (libdevice) by absolute path: the same job in another
+    # environment (a fresh CI clone, another venv) must get the same key, so that path is written relative.
+    text = repr((triton.__version__, source_key, job)).replace(str(Path(triton.__file__).parent), "<triton>")
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def compile_all(
