@@ -59,7 +59,7 @@ def test_figures_of_one_run_go_beside_it(seqlen_run: Path):
         (["{run}", "--label", "nope=x"], "--label nope=x: no such run"),
         (["{run}", "--label", "nolabel"], "expected RUN=LABEL"),
         (["{run}", "-o", "{run}/figures"], "lies inside the run folder"),
-        (["{run}", "-o", "{run}"], "is the run folder"),
+        (["{run}", "-o", "{run}"], "is a run folder"),
         (["{run}", "-o", "{empty}/a-file/figures"], "a-file"),
     ],
 )
