@@ -121,11 +121,13 @@ ALLOWED = {
     "mechanisms": {"mechanisms"},
     "suite": {"suite", "mechanisms", "results"},
     "results": {"results"},
-    "measure": {"measure", "mechanisms", "suite", "results"},
+    "measure": {"measure", "mechanisms", "suite", "results", "tasks"},
+    "tasks": {"tasks", "mechanisms", "suite", "results"},
     "run": {"run", "suite", "mechanisms", "results", "measure", "gate"},
     "gate": {"gate", "results"},
     "analysis": {"analysis", "results", "mechanisms"},
     "plots": {"plots", "analysis", "results"},
+    "report": {"report", "results", "analysis", "plots", "gate"},
 }
 
 

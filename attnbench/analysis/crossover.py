@@ -76,7 +76,9 @@ def crossovers(series: pd.DataFrame) -> pd.DataFrame:
         if base.empty:
             continue
         oom_from = _all_oom_from(base)
-        for name, rows in panel[panel["complexity"] == "linear"].groupby("name", sort=True):
+        for name, rows in panel[(panel["complexity"] == "linear") & (panel["mechanism"] != CROSSOVER_BASELINE)].groupby(
+            "name", sort=True
+        ):
             for metric, column, better in COMPARED:
                 found, impls = _crossover(rows, base, column, better)
                 low, high, text = math.nan, math.nan, found.text

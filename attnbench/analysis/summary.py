@@ -16,10 +16,12 @@ import pandas as pd
 
 from attnbench.analysis.crossover import CONFIDENCE as CROSSOVER_CONFIDENCE
 from attnbench.analysis.crossover import CROSSOVER_COLUMNS, RESAMPLES, crossovers
+from attnbench.analysis.decode import decode_section
 from attnbench.analysis.fits import CONFIDENCE, FIT_COLUMNS, MIN_FIT_POINTS, SLACK, fit_series
 from attnbench.analysis.rows import config_name, format_number, held_params
 from attnbench.analysis.runs import RunInfo
 from attnbench.analysis.series import series_frame
+from attnbench.analysis.task_summary import split_task_rows, task_section
 from attnbench.mechanisms import CROSSOVER_BASELINE
 
 
@@ -49,8 +51,9 @@ class Summary:
 def summarize(frame: pd.DataFrame, runs: Sequence[RunInfo], axes: Sequence[str] = ("T",)) -> Summary:
     """Fits along every axis in `axes`, crossovers and OOM walls along T, and their Markdown report."""
     fits, crossing = [], pd.DataFrame()
+    speed = split_task_rows(frame)[0]  # task rows train a model: their T is a setting, not a swept size
     for x in axes:
-        series = series_frame(frame, x)
+        series = series_frame(speed, x)
         fits.append(fit_series(series))
         if x == "T":
             crossing = crossovers(series)
@@ -69,7 +72,9 @@ def render_markdown(runs: list[RunInfo], fits: pd.DataFrame, crossing: pd.DataFr
     if "T" in set(fits["x_axis"]):
         parts.append(_crossover_section(crossing, frame))
     parts.append(_walls_section(fits))
-    parts.append(_numerics_section(frame))
+    parts.append(decode_section(frame, md_table))
+    parts.append(_numerics_section(split_task_rows(frame)[0]))
+    parts.append(task_section(frame, md_table))
     return "\n".join(part for part in parts if part)
 
 

@@ -45,15 +45,19 @@ def cli() -> None:
     \b
     attnbench run suites/seqlen.yaml     measure a suite into results/
     attnbench plot results/              figures and fitted scaling exponents
+    attnbench report results/            one HTML page: winners, scaling, figures, every case
     attnbench compare BASE HEAD          gate a change against a baseline
+    attnbench claims RUN_DIR             papers' claims beside a run's numbers
     attnbench list                       mechanisms and implementations available here
     """
 
 
 def _register() -> None:
+    from attnbench.cli.claims import claims
     from attnbench.cli.compare import baseline, compare
     from attnbench.cli.list_cmd import list_command
     from attnbench.cli.plot import plot
+    from attnbench.cli.report import report
     from attnbench.cli.run import run
     from attnbench.cli.show import show
 
@@ -61,8 +65,10 @@ def _register() -> None:
     cli.add_command(list_command)
     cli.add_command(show)
     cli.add_command(plot)
+    cli.add_command(report)
     cli.add_command(compare)
     cli.add_command(baseline)
+    cli.add_command(claims)
 
 
 _register()

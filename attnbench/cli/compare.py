@@ -35,6 +35,12 @@ from attnbench.cli.run import split_values
 @click.option("--ignore-file", type=click.Path(dir_okay=False), help="File of such patterns, one per line.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a markdown report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Write the verdicts as one self-contained HTML page here (a CI artifact).",
+)
 @click.option("--all", "show_all", is_flag=True, help="List every case, not only those that changed.")
 @click.option("--ab", is_flag=True, help="Run SUITE with REF_A's and REF_B's mechanisms interleaved, then compare.")
 @click.option("--rounds", type=int, default=8, show_default=True, help="--ab: rounds per case and side.")
@@ -50,6 +56,7 @@ def compare(
     paths,
     markdown_path,
     json_path,
+    html_path,
     show_all,
     ab,
     rounds,
@@ -90,12 +97,13 @@ def compare(
         raise click.UsageError(f"expected {expected[0]}, got {len(paths)} argument(s): {' '.join(paths)}")
     outputs = {"console": console(), "markdown": markdown_path, "json_path": json_path, "show_all": show_all}
     try:
-        settings = _settings(gate_options, ignore_file, markdown_path, json_path)
+        settings = _settings(gate_options, ignore_file, markdown_path, json_path, html_path)
         if ab:
             ab_options = {"repo": repo, "out_dir": out_dir, "rounds": rounds, "overrides": overrides}
             comparison = report(_run_ab(paths, settings, device, only, impls, **ab_options), **outputs)
         else:
             comparison = gate(*paths, settings, **outputs)
+        _write_html(comparison, html_path)
     except (ResultsError, RunError, SuiteError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:  # a report that cannot be written: bad input (exit 2), never a gate failure (exit 1)
@@ -104,6 +112,14 @@ def compare(
         click.echo("interrupted: the A/B runs are marked interrupted and kept", err=True)
         raise SystemExit(130) from None
     raise SystemExit(comparison.exit_code)
+
+
+def _write_html(comparison, html_path) -> None:
+    """`--html`: the verdicts as one self-contained page (as `attnbench report` draws runs)."""
+    if html_path is not None:
+        from attnbench.report.gate_page import compare_page
+
+        click.echo(f"html: {compare_page(comparison, html_path)}")
 
 
 def _settings(gate_options, ignore_file, *report_paths):

@@ -18,6 +18,20 @@ from attnbench.cli.errors import InputError
 @click.option("--impl", "impls", multiple=True, help="Implementations to keep; repeatable or comma list.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an axis or key: T=1024,2048.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--devices",
+    metavar="all|0,1,3|cpu:N",
+    help="One worker per device, cases sharded across them (longest first): every GPU (all), these GPU indexes, "
+    "or N CPU worker slots (cpu:N, whose timings share the CPU). Default: one worker.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: one worker actor per GPU of a Ray cluster (pip install 'attnbench[ray]'); rows come back here.",
+)
+@click.option("--address", metavar="ADDRESS", help="With --executor ray: the cluster to join (auto: the local one).")
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Finish the missing cases of this run.")
 @click.option(
     "--force",
@@ -33,7 +47,9 @@ from attnbench.cli.errors import InputError
     help="Then gate the run against BASELINE (a baseline file, a folder of baselines or a run folder) with "
     "`attnbench compare`'s defaults; exit 1 on a regression.",
 )
-def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, force, compare_to) -> None:
+def run(
+    suite_path, out_dir, dry_run, only, impls, overrides, device, devices, executor, address, resume, force, compare_to
+) -> None:
     """Run SUITE (a YAML file) and record time, peak memory and accuracy for every case.
 
     A new folder `OUT/<suite>-<device>-<time>/` receives meta.json (where and how the run was made) and
@@ -52,6 +68,7 @@ def run(suite_path, out_dir, dry_run, only, impls, overrides, device, resume, fo
     if force and resume is None:
         raise click.UsageError("--force goes with --resume RUN_DIR (it lets a resume use changed settings)")
     selection = {"device": device, "only": split_values(only), "impls": split_values(impls), "overrides": overrides}
+    selection.update(devices=devices, executor=executor, address=address)  # where it runs: not in the fingerprint
     hint = resume_hint(suite_path, selection)
     from attnbench.run.runner import stop_signals
 
@@ -109,15 +126,21 @@ def _print_summary(summary, console) -> None:
     from attnbench.cli.tables import summary_tables
     from attnbench.measure.contention import noisy_summary
 
-    for table in summary_tables(summary.rows):
+    for table in summary_tables(summary.rows, width=console.width):
         console.print(table)
     noisy = noisy_summary(summary.rows)
     if noisy:
         console.print(f"[yellow]noisy[/yellow]: {noisy}", soft_wrap=True)
-    console.print(f"results: {summary.run_dir}")
+    console.print(f"results: {summary.run_dir}", soft_wrap=True)
     if not summary.interrupted:
-        run_dir = summary.run_dir
-        console.print(f"next:    attnbench show {run_dir}   |   attnbench plot {run_dir}", soft_wrap=True)
+        run_dir = shlex.quote(str(summary.run_dir))
+        console.print("next:", soft_wrap=True)
+        for command, what in (
+            (f"attnbench show {run_dir}", "every case in a table"),
+            (f"attnbench plot {run_dir}", "figures and scaling fits"),
+            (f"attnbench report {run_dir} -o report.html", "all of it on one HTML page"),
+        ):
+            console.print(f"  {command}   # {what}", soft_wrap=True, markup=False, highlight=False)
 
 
 def resume_hint(suite_path: str, selection: dict):
@@ -128,6 +151,8 @@ def resume_hint(suite_path: str, selection: dict):
         options += [flag, ",".join(values)] if values else []
     for text in selection["overrides"]:
         options += ["--set", text]
+    for flag in ("devices", "executor", "address"):
+        options += [f"--{flag}", selection[flag]] if selection.get(flag) not in (None, "local") else []
 
     def hint(run_dir) -> str:
         return shlex.join(["attnbench", "run", str(suite_path), *options, "--resume", str(run_dir)])
@@ -192,7 +217,11 @@ def _run_with_progress(suite, out_dir: Path, resume, force: bool, selection: dic
             progress.advance(task)
 
     try:
-        return run_suite(suite, out_dir, resume=resume, force=force, selection=selection, on_case=on_case)
+        where = {name: selection.get(name) for name in ("devices", "address")}
+        executor = selection.get("executor") or "local"
+        return run_suite(
+            suite, out_dir, resume=resume, force=force, selection=selection, on_case=on_case, **where, executor=executor
+        )
     finally:
         progress.stop()
 

@@ -61,7 +61,7 @@ def _p_value(change: Change | None) -> str:
     return text
 
 
-def _cells(case: CaseResult) -> list[str]:
+def case_cells(case: CaseResult) -> list[str]:
     """One case's cells, in the order of `COLUMNS` (a status where the case has no timing change)."""
     change = case.change
     return [
@@ -104,7 +104,7 @@ def print_report(comparison: Comparison, console: Console, *, show_all: bool = F
         for column in COLUMNS:
             table.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
         for case in shown:
-            cells = _cells(case)
+            cells = case_cells(case)
             table.add_row(Text(cells[0], style=VERDICT_STYLE[case.verdict]), *map(Text, cells[1:]))
         console.print(table)
     for what, listed in (("only in BASE", comparison.only_base), ("only in HEAD", comparison.only_head)):
@@ -146,7 +146,7 @@ def _md_table(cases: Sequence[CaseResult]) -> list[str]:
     """A markdown table of cases, failing verdicts in bold."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for case in cases:
-        cells = _cells(case)
+        cells = case_cells(case)
         cells[0] = f"**{cells[0]}**" if case.verdict in FAILING_VERDICTS else cells[0]
         cells[1] = f"`{cells[1]}`"
         lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")

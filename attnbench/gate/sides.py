@@ -33,6 +33,15 @@ class Side:
         return (self.meta.get("device") or {}).get("name") or "unknown device"
 
     @property
+    def device_key(self) -> str:
+        """The device model the side's timings belong to (`attnbench.results.baseline.device_key`)."""
+        return baseline.device_key(self.meta) or "unknown device"
+
+    def row_device(self, case_id: str) -> str:
+        """The device model one case of this side was measured on."""
+        return baseline.row_device_key(self.meta, self.rows[case_id]) or "unknown device"
+
+    @property
     def suite(self) -> str:
         """The name of the suite the side ran."""
         return (self.meta.get("suite") or {}).get("name") or "unknown suite"
@@ -84,7 +93,7 @@ def resolve_base(path: str | os.PathLike, head: Side) -> Side:
     """BASE as given, or (a folder of baselines) the baseline stored for HEAD's suite and device. A folder with
     no run in it is taken for a folder of baselines, so that an empty one says which file it lacks."""
     if is_baseline_folder(path) or (Path(path).is_dir() and not find_runs(Path(path))):
-        return load_side(baseline.find_baseline(path, head.suite, head.device))
+        return load_side(baseline.find_baseline(path, head.suite, head.device_key))
     return load_side(path)
 
 

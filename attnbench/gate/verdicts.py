@@ -134,6 +134,7 @@ def compare(base: Side, head: Side, settings: GateSettings = DEFAULT_SETTINGS) -
             f"BASE ({base.path}, {len(base.rows)} cases) and HEAD ({head.path}, {len(head.rows)} cases) have no "
             "case in common: nothing to compare (a different suite, device or shape set?)"
         )
+    refuse_other_models(base, head, joined)
     cases = [_status_verdict(case_id, base.rows[case_id], head.rows[case_id]) for case_id in joined]
     noise = _time_cases(cases, settings, paired_rounds(base, head))
     only_base = [_one_side(case_id, row, "base") for case_id, row in base.rows.items() if case_id not in head.rows]
@@ -151,6 +152,22 @@ def compare(base: Side, head: Side, settings: GateSettings = DEFAULT_SETTINGS) -
             f"{len(only_base)} case(s) only in BASE and {len(only_head)} only in HEAD: they are listed, not compared"
         )
     return Comparison(base, head, settings, cases, only_base, only_head, warnings, noise)
+
+
+def refuse_other_models(base: Side, head: Side, joined: list[str]) -> None:
+    """`CompareError` when any case was measured on one device model in BASE and another in HEAD (a run that
+    mixed models, or two runs on different hardware): a timing on an H100 says nothing about one on an A100,
+    so the gate compares nothing rather than pass or fail on it."""
+    differ = [case_id for case_id in joined if base.row_device(case_id) != head.row_device(case_id)]
+    if not differ:
+        return
+    first = differ[0]
+    raise CompareError(
+        f"BASE and HEAD measured {len(differ)} of {len(joined)} common case(s) on different device models, e.g. "
+        f"{case_label(head.rows[first])}: {base.row_device(first)!r} in BASE, {head.row_device(first)!r} in HEAD. "
+        "Timings are not comparable across device models: compare runs made on one model (a run whose workers "
+        "ran on several says so in its meta.json, mixed_devices), or the baseline stored for HEAD's model"
+    )
 
 
 def _time_cases(cases: list[CaseResult], settings: GateSettings, paired: bool) -> SuiteNoise | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from attnbench.measure import memory, numerics, rates, timing
+from attnbench.measure import decode, memory, numerics, rates, timing
 from attnbench.measure.call import measure_call
 from attnbench.mechanisms import registry
 from attnbench.mechanisms.problem import Mode, Problem, itemsize
@@ -63,8 +63,17 @@ def measure_case(case: Case, device: str, ceilings: dict[str, Any] | None) -> tu
 
 
 def _measure(case: Case, device: str, ceilings: dict[str, Any], row: dict[str, Any]) -> None:
-    """Fill `row` with the case's timing, peak memory, derived rates and (when the suite asks) numerics."""
+    """Fill `row` with the case's timing, peak memory, derived rates and (when the suite asks) numerics; a task
+    case's with what training and evaluating its model gave (`attnbench.tasks.run`)."""
+    if case.task is not None:
+        from attnbench.tasks.run import task_row
+
+        row.update(task_row(case, device, memory.measure))
+        return
     mechanism = registry.get(case.problem.mechanism)
+    if Mode(case.mode) is Mode.DECODE:
+        decode.measure_decode(case, mechanism, device, ceilings, row)
+        return
     problem, mode, dtype = case.problem, Mode(case.mode), case.dtype
     core = mechanism.impl(case.impl).load()
     measured, peak, timed_fields = _time_and_peak(case, mechanism, core, device, ceilings)

@@ -14,15 +14,24 @@ from typing import Any
 
 
 class Mode(str, Enum):
-    """What is timed: the forward pass, the backward pass alone, or both."""
+    """What is timed: the forward pass, the backward pass alone, or both; or `decode`, one autoregressive step:
+    `q_len` new tokens attend to a cache of `T` tokens prefilled beforehand (untimed)."""
 
     FWD = "fwd"
     BWD = "bwd"
     FWD_BWD = "fwd_bwd"
+    DECODE = "decode"
 
     @property
     def needs_grad(self) -> bool:
-        return self is not Mode.FWD
+        return self in (Mode.BWD, Mode.FWD_BWD)
+
+
+# The modes that run a mechanism's core over a whole sequence (every implementation's `target`); `decode` runs
+# an implementation's own decode path instead (`Impl.decode`).
+TRAINING_MODES = (Mode.FWD, Mode.BWD, Mode.FWD_BWD)
+# New tokens one decode step takes: 1, or a few for speculative decoding (a draft verified in one step).
+MAX_Q_LEN = 4
 
 
 class Level(str, Enum):

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from attnbench.mechanisms import plugins
+from attnbench.mechanisms.decoding import decode_unsupported
 from attnbench.mechanisms.flops import (  # noqa: F401  (FlopCount and the convention are part of this API)
     ATTENTION_BWD_FACTOR,
     BWD_FACTOR,
@@ -34,14 +35,14 @@ from attnbench.mechanisms.flops import (  # noqa: F401  (FlopCount and the conve
     FlopCount,
     flash_recompute,
 )
-from attnbench.mechanisms.problem import DTYPES, Level, Mode, Problem
+from attnbench.mechanisms.problem import DTYPES, TRAINING_MODES, Level, Mode, Problem
 
 if TYPE_CHECKING:
     import torch
 
     Tensors = dict[str, torch.Tensor]
 
-ALL_MODES = frozenset(Mode)
+ALL_MODES = frozenset(TRAINING_MODES)
 # Extra mechanism modules, comma-separated, loaded after the built-in ones and the installed plug-ins: a module on
 # the path that is not installed as a package (the test suite's fault-injection mechanism) registers this way, and
 # worker processes inherit it.
@@ -105,6 +106,8 @@ class Impl:
     says why the implementation does not define a problem (a variant it has no kernel for), or None.
     `recompute(problem, forward_flops)`, if given, is the forward work its backward computes again (see
     `flash_recompute`); the row's `flops_impl` adds it to twice the forward.
+    `decode`, if given, is the `"module:function"` of its decode path (`attnbench.mechanisms.decoding`):
+    `fn(problem, tensors, q_len, **options) -> Decoding`; without it, mode `decode` is unsupported.
     """
 
     name: str
@@ -117,6 +120,7 @@ class Impl:
     options: Mapping[str, Any] = field(default_factory=dict)
     unsupported: Callable[[Problem], str | None] | None = None
     recompute: Callable[[Problem, FlopCount], FlopCount] | None = None
+    decode: str | None = None
 
     def recomputed(self, problem: Problem, forward: FlopCount) -> FlopCount:
         """The forward work this implementation's backward does again (`recompute(problem, forward)`; none when
@@ -129,6 +133,13 @@ class Impl:
             return fn
         options = dict(self.options)
         return lambda problem, tensors: fn(problem, tensors, **options)
+
+    def load_decode(self) -> Callable[..., Any]:
+        """The decode path: `fn(problem, tensors, q_len) -> Decoding` (the implementation's options bound)."""
+        if self.decode is None:
+            raise Unsupported(f"{self.name}: no decode implementation")
+        fn, options = _load_target(self.decode), dict(self.options)
+        return lambda problem, tensors, q_len: fn(problem, tensors, q_len, **options)
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this implementation cannot run on `device` ("cpu" or "cuda"), or None when it can."""
@@ -143,7 +154,11 @@ class Impl:
 
     def unsupported_reason(self, problem: Problem, mode: Mode, dtype: str) -> str | None:
         """Why this implementation does not define this case, or None when it does."""
-        if mode not in self.modes:
+        if mode is Mode.DECODE:
+            why = f"{self.name}: no decode implementation" if self.decode is None else decode_unsupported(problem)
+            if why:
+                return why
+        elif mode not in self.modes:
             return f"{self.name} does not support mode {mode.value}"
         if problem.causal not in self.causal:
             return f"{self.name} has no {'causal' if problem.causal else 'non-causal'} form"
@@ -176,6 +191,8 @@ class Mechanism:
       `variant_complexity` overrides it per variant (AFT-full is quadratic, its other variants linear).
     - `variant_param`: the parameter that names the variant in result rows (AFT's `variant`), if any.
     - `derived(problem)`: shape-derived values that result rows record (softmax attention's `G`).
+    - `cache_model(problem, itemsize) -> CacheModel`: what its decode cache or state holds, by formula
+      (`attnbench.mechanisms.decoding`); the decode rows check the measured tensors against it.
     - `test_problems`: keyword sets for `problem()` at small awkward shapes (odd T, widths that are not powers
       of two, B = 1, T = 1) on which the generic tests check every implementation against the reference.
     """
@@ -200,6 +217,7 @@ class Mechanism:
     derived: Callable[[Problem], Mapping[str, Any]] = lambda problem: {}
     test_problems: tuple[Mapping[str, Any], ...] = ()
     notes: str = ""
+    cache_model: Callable[[Problem, int], Any] | None = None
 
     def __post_init__(self) -> None:
         names = [impl.name for impl in self.impls]

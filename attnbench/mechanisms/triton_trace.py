@@ -26,28 +26,34 @@ import torch
 
 import attnbench.mechanisms
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.problem import Mode, Problem, itemsize, torch_dtype
+from attnbench.mechanisms.problem import MAX_Q_LEN, Mode, Problem, itemsize, torch_dtype
 
 # The shape every kernel is traced at: one long sequence (B = 1, T = 128K) of 16 heads (D = 2048 at d = 128).
 TRACE_B, TRACE_T, TRACE_HEADS = 1, 131072, 16
 # Head widths: the powers of two from 32 to 128 and one the launchers pad (96 -> 128).
 HEAD_DIMS = (32, 64, 96, 128)
 DTYPES = ("fp32", "tf32", "fp16", "bf16")
+# The parameter sets a decode kernel is traced with, per mechanism (its compiled kernels depend on them): TPA's
+# key/value ranks of suites/decode.yaml. A mechanism not named here is traced at its defaults.
+DECODE_TRACE = {"tpa": ({"R_k": 1, "R_v": 1}, {"R_k": 2, "R_v": 2}, {"R_k": 4, "R_v": 4})}
 
 
 @dataclass(frozen=True)
 class Case:
-    """One problem a launch was traced in: mechanism, variant, causal, head width d and suite dtype name."""
+    """One problem a launch was traced in: mechanism, variant, causal, head width d and suite dtype name; for a
+    decode step, the new tokens `q_len` (0: a forward and backward over the whole sequence)."""
 
     mechanism: str
     variant: str
     causal: bool
     d: int
     dtype: str
+    q_len: int = 0
 
     def describe(self) -> str:
         variant = f":{self.variant}" if self.variant else ""
-        return f"{self.mechanism}{variant} {'causal' if self.causal else 'non-causal'} d={self.d} {self.dtype}"
+        decode = f" decode q_len={self.q_len}" if self.q_len else ""
+        return f"{self.mechanism}{variant} {'causal' if self.causal else 'non-causal'} d={self.d} {self.dtype}{decode}"
 
 
 @dataclass
@@ -168,10 +174,32 @@ def cases() -> Iterator[tuple[Case, registry.Mechanism, registry.Impl, Problem]]
                 continue
             if impl.unsupported_reason(problem, Mode.FWD_BWD, dtype) is None:
                 yield Case(mechanism.name, variant, causal, d, dtype), mechanism, impl, problem
+        if impl.decode is not None:
+            yield from _decode_cases(mechanism, impl)
+
+
+def _decode_cases(mechanism: registry.Mechanism, impl: registry.Impl):
+    """A decode step on a cache of TRACE_T tokens, with 1 and with MAX_Q_LEN new tokens, for each of the
+    mechanism's `DECODE_TRACE` parameter sets (the compiled kernels depend on them: TPA's ranks), head width and
+    dtype."""
+    for params, d, dtype in (
+        (p, d, t) for p in DECODE_TRACE.get(mechanism.name, ({},)) for d in HEAD_DIMS for t in DTYPES
+    ):
+        try:
+            problem = mechanism.problem(B=TRACE_B, T=TRACE_T, H=TRACE_HEADS, d=d, causal=True, **params)
+        except ValueError:
+            continue
+        if impl.unsupported_reason(problem, Mode.DECODE, dtype) is None:
+            variant = ",".join(f"{key}={value}" for key, value in params.items())
+            for q_len in (1, MAX_Q_LEN):  # the kernels hold q_len·H rows: trace the fewest and the most
+                yield Case(mechanism.name, variant, True, d, dtype, q_len=q_len), mechanism, impl, problem
 
 
 def trace(case: Case, mechanism: registry.Mechanism, impl: registry.Impl, problem: Problem) -> list[Launch]:
-    """The launches of one forward and backward of `problem` in `case.dtype`, on meta tensors."""
+    """The launches of one forward and backward of `problem` in `case.dtype` (a decode case: one decode step),
+    on meta tensors."""
+    if case.q_len:
+        return _trace_decode(case, mechanism, impl, problem)
     launches: list[Launch] = []
     state = {"phase": "fwd", "case": case}
     tensors = mechanism.make_tensors(problem, torch_dtype(case.dtype), torch.device("meta"), None)
@@ -185,6 +213,21 @@ def trace(case: Case, mechanism: registry.Mechanism, impl: registry.Impl, proble
     for launch in launches:
         launch.bytes_touched = _bytes_touched(launch, problem)
         launch.model_bytes = mechanism.min_bytes(problem, Mode(launch.phase), itemsize(case.dtype))
+    return launches
+
+
+def _trace_decode(case: Case, mechanism: registry.Mechanism, impl: registry.Impl, problem: Problem) -> list[Launch]:
+    """The launches of one decode step on a cache of `problem.T` tokens; the model is the step's least bytes."""
+    launches: list[Launch] = []
+    state = {"phase": "decode", "case": case}
+    whole = problem.with_(T=problem.T + case.q_len)
+    tensors = mechanism.make_tensors(whole, torch_dtype(case.dtype), torch.device("meta"), None)
+    with _tf32(case.dtype == "tf32"), _recording(launches, state):
+        decoding = impl.load_decode()(problem, tensors, case.q_len)
+        out = decoding.step()
+    for launch in launches:
+        launch.bytes_touched = _bytes_touched(launch, problem)
+        launch.model_bytes = decoding.step_bytes(out)
     return launches
 
 

@@ -22,6 +22,8 @@ from attnbench.analysis.rows import AnalysisError, measured, select
 from attnbench.analysis.runs import RunInfo, load_runs
 from attnbench.analysis.series import AXIS_LABELS, check_swept, series_frame, swept_axes
 from attnbench.analysis.summary import Summary, summarize
+from attnbench.analysis.task_summary import split_task_rows
+from attnbench.plots.decode_figures import decode_figures
 from attnbench.plots.draw import (
     BOUNDS,
     draw_ceilings,
@@ -37,6 +39,7 @@ from attnbench.plots.draw import (
 )
 from attnbench.plots.legend import LegendNeeds, add_legend
 from attnbench.plots.style import Style
+from attnbench.plots.task_figures import task_figures
 from attnbench.results.files import refuse_results_path, run_folder_of
 
 if TYPE_CHECKING:
@@ -89,13 +92,14 @@ def plot_results(
     formats = _check_choices("format", formats, FORMATS)
     infos, frame = load_runs(paths, runs=runs, labels=labels)
     frame = select(frame, mechanisms, impls)
-    axes = _axes(frame, x)
+    speed, tasks = split_task_rows(frame)  # task rows have their own figures and summary section
+    axes = _axes(speed, x) if not speed.empty or tasks.empty else []
     summary = summarize(frame, infos, axes)
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
     refuse_results_path(out)  # figures never go inside a run folder, which only the runner writes
     out.mkdir(parents=True, exist_ok=True)
-    by_axis = {axis: series_frame(frame, axis) for axis in axes}
-    every = pd.concat(by_axis.values())
+    by_axis = {axis: series_frame(speed, axis) for axis in axes}
+    every = pd.concat(by_axis.values()) if by_axis else pd.DataFrame({"name": [], "impl": []})
     style = Style.build(every["name"], every["impl"], [run.label for run in infos])
     files, skipped = [], []
     for axis, series in by_axis.items():
@@ -105,6 +109,10 @@ def plot_results(
                 skipped.append(f"{metric} against {axis}: {SKIP_REASONS[metric]}")
                 continue
             files.extend(save(figure, out / f"{metric}_vs_{FILE_AXIS[axis]}", formats))
+    for stem, figure in decode_figures(by_axis.get("T"), style, infos, metrics):  # decode rows: T is the cache
+        files.extend(save(figure, out / stem, formats))
+    for stem, figure in task_figures(tasks, [run.label for run in infos]):
+        files.extend(save(figure, out / stem, formats))
     files.extend(summary.write(out, figures=[f for f in files if f.suffix == f".{formats[0]}"]))
     return PlotReport(out, files, summary, skipped)
 

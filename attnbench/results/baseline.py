@@ -9,7 +9,10 @@ have the run's distribution, so the gate's bootstrap reads them like a run).
      "meta": {...}, "cases": {"<case_id>": {"mechanism": ..., "status": "ok", "time_ms": ..., "samples_ms": [...]}}}
 
 Files are named `<suite>-<device slug>.json` (`seqlen-nvidia-h100-80gb-hbm3.json`), so a folder of baselines
-serves every device a team runs on and the gate picks the one for the device at hand.
+serves every device a team runs on and the gate picks the one for the device at hand. The device part is the
+device's class (`device_key`): the GPU's name, or the CPU's model with a class of its thread count
+(`seqlen-intel-r-xeon-r-processor-2-threads.json`), so hosts of one model share a baseline and no other does.
+A run whose workers ran on more than one device model (`mixed_devices` in its meta) is never stored.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ KEPT_META = (
     "started_at",
     "finished_at",
     "status",
+    "devices",
+    "mixed_devices",
 )
 # What the gate reads from a row, besides its samples.
 KEPT_ROW = (
@@ -68,6 +73,8 @@ KEPT_ROW = (
     "numerics_ok",
     "rel_err",
     "tolerance",
+    "host",
+    "device_index",
 )
 
 
@@ -82,8 +89,24 @@ def device_slug(name: str) -> str:
 
 
 def baseline_name(suite_name: str, device_name: str) -> str:
-    """The file name of the baseline of a suite on a device: `<suite>-<device slug>.json`."""
+    """The file name of the baseline of a suite on a device (its `device_key`): `<suite>-<device slug>.json`."""
     return f"{suite_name}-{device_slug(device_name)}.json"
+
+
+def device_key(meta: Mapping[str, Any]) -> str | None:
+    """The device model a run's timings belong to: its device's `class` (the GPU's name, or the CPU's model
+    and thread-count class), or its name for runs recorded before classes were."""
+    device = meta.get("device") or {}
+    return device.get("class") or device.get("name")
+
+
+def row_device_key(meta: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+    """The device model one row was measured on: the class of the worker slot the row names (its `host` and
+    `device_index` among the meta's `devices`), else the run's own device."""
+    for device in meta.get("devices") or ():
+        if device.get("host") == row.get("host") and device.get("index") == row.get("device_index"):
+            return device.get("class") or device.get("name")
+    return device_key(meta)
 
 
 def thin_samples(samples: Sequence[float], max_samples: int) -> list[float]:
@@ -137,10 +160,16 @@ def save_baseline(
             f"{run_dir}: the run is {meta.get('status')!r}, not 'complete' (finish it with --resume, or save it "
             "anyway with --allow-incomplete: its missing cases will be listed as new by every comparison)"
         )
-    if not isinstance((meta.get("device") or {}).get("name"), str):
+    if not isinstance(device_key(meta), str):
         raise BaselineError(f"{source}: the run's meta names no device (it stopped before describing it)")
+    if meta.get("mixed_devices"):
+        models = sorted({str(device.get("class")) for device in meta.get("devices") or ()})
+        raise BaselineError(
+            f"{source}: the run's cases ran on more than one device model ({'; '.join(models)}); a baseline holds "
+            "one model's timings: store a run made on one model (--devices with GPUs of one kind)"
+        )
     document = make_baseline(meta, rows, source=source.name, max_samples=max_samples)
-    path = Path(out_dir) / baseline_name(meta["suite"]["name"], meta["device"]["name"])
+    path = Path(out_dir) / baseline_name(meta["suite"]["name"], device_key(meta))
     refuse_results_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,6 +85,26 @@ ROW_FIELDS = (
     "rate_flags",
     "started_at",
     "wall_s",
+    # Decode rows (`attnbench.measure.decode`): the cache length (= T) and new tokens of the step, the bytes the
+    # implementation keeps (measured), per cached token, and by its mechanism's formula.
+    "cache_len",
+    "q_len",
+    "cache_bytes",
+    "cache_bytes_per_token",
+    "cache_model_bytes",
+    "cache_formula",
+    # Task rows (docs/TASKS.md): the cell, held-out accuracy (best rate, every rate), time to 99%, throughput, size
+    "task",
+    "accuracy",
+    "accuracy_by_lr",
+    "best_lr",
+    "steps_to_target",
+    "time_to_target_s",
+    "tokens_per_s",
+    "param_count",
+    "final_loss",
+    "host",
+    "device_index",
 )
 
 # The fields that identify a case: two rows with the same key measured the same thing.
@@ -131,8 +151,14 @@ def case_key(case: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def case_id(case: Mapping[str, Any]) -> str:
-    """A short stable id of a case's key (mechanism, its parameters, impl, mode, level, dtype, causal, shape)."""
-    text = json.dumps(case_key(case), sort_keys=True, default=str)
+    """A short stable id of a case's key (mechanism, its parameters, impl, mode, level, dtype, causal, shape),
+    and of a task case's cell (`task`; rows without one keep the ids they always had)."""
+    key = case_key(case)
+    if case.get("task") is not None:
+        key["task"] = case["task"]
+    if case.get("mode") == "decode":  # a decode step's new tokens (its cache length is T)
+        key["q_len"] = case.get("q_len")
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attnbench
+from attnbench.run.devices import device_class
 
 REPO_ROOT = Path(attnbench.__file__).resolve().parent.parent
 
@@ -46,14 +47,15 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def device_info(device: str) -> dict[str, Any]:
-    """The device a run measures on: its name, memory, multiprocessors (CPU threads), compute capability,
-    driver and CUDA version (None where they do not apply)."""
+def device_info(device: str, index: int = 0) -> dict[str, Any]:
+    """The device a run measures on (GPU `index` on CUDA): its name, memory, multiprocessors (CPU threads),
+    compute capability, driver and CUDA version (None where they do not apply), and its `class`, the model
+    that baselines and the gate key on (`attnbench.run.devices.device_class`)."""
     import torch
 
     if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        return {
+        props = torch.cuda.get_device_properties(index)
+        info = {
             "type": "cuda",
             "name": props.name,
             "memory_bytes": props.total_memory,
@@ -62,15 +64,18 @@ def device_info(device: str) -> dict[str, Any]:
             "driver": _nvidia_driver(),
             "cuda": torch.version.cuda,
         }
-    return {
-        "type": "cpu",
-        "name": f"{_cpu_model()} ({os.cpu_count()} threads, torch uses {torch.get_num_threads()})",
-        "memory_bytes": _total_memory(),
-        "multiprocessors": os.cpu_count(),
-        "capability": None,
-        "driver": None,
-        "cuda": None,
-    }
+    else:
+        info = {
+            "type": "cpu",
+            "name": f"{_cpu_model()} ({os.cpu_count()} threads, torch uses {torch.get_num_threads()})",
+            "model": _cpu_model(),
+            "memory_bytes": _total_memory(),
+            "multiprocessors": os.cpu_count(),
+            "capability": None,
+            "driver": None,
+            "cuda": None,
+        }
+    return {**info, "class": device_class(info)}
 
 
 def versions() -> dict[str, str | None]:

@@ -106,3 +106,18 @@ def changes(meta: Mapping[str, Any], suite: Suite) -> list[str]:
     if meta.get("cases") is not None and meta["cases"] != len(suite.cases):
         found.append(f"{meta['cases']} cases then, {len(suite.cases)} now (--only, --impl or the sweep)")
     return found or ["the cases chosen differ (--only, --impl, or the mechanisms' parameters)"]
+
+
+def record_devices(meta: dict[str, Any], devices: list[dict[str, Any]], host: str) -> None:
+    """Record in `meta` where the run's workers ran (`devices`: host, index, name and class of each; the run's
+    own device when the executor names none) and whether they were of more than one model (`mixed_devices`).
+    A resumed run keeps the devices it ran on before, so a run finished on other machines says it is mixed."""
+    if not devices:
+        info = meta.get("device") or {}
+        index = 0 if info.get("type") == "cuda" else None
+        klass = info.get("class") or info.get("name")
+        devices = [{"host": host, "index": index, "kind": info.get("type"), "name": info.get("name"), "class": klass}]
+    known = list(meta.get("devices") or [])
+    known += [device for device in devices if device not in known]
+    meta["devices"] = known
+    meta["mixed_devices"] = len({device.get("class") for device in known}) > 1

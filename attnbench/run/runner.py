@@ -10,21 +10,23 @@ full disk or another write error ends the run as `failed` with every finished ro
 
 This process never imports the measuring code (torch kernels, timers, numerics): workers do the measuring. The
 per-case step (`run_case`), the ceilings request and the stop-signal handling here are shared with the A/B runner.
+Where the workers run is the executor's business (`attnbench.run.executors`: one worker, one per device, or one
+per GPU of a Ray cluster); whichever it is, this process's one driver loop consumes its "row arrived" and
+"worker lost" events and writes every row itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnbench.measure.contention import case_budget_s
 from attnbench.results.files import (
     LOCK_FILE,
     META_FILE,
@@ -35,9 +37,20 @@ from attnbench.results.files import (
     timestamp,
     write_json,
 )
+from attnbench.run.devices import DevicesError, parse_devices
+from attnbench.run.executors import (
+    Lost,
+    PoolExecutor,
+    SerialExecutor,
+    Started,
+    device_ceilings,
+    lost_row,
+    outcome_event,
+    this_host,
+)
 from attnbench.run.folders import RunError, RunStopped, fresh_run_dir, locked_run, repair_rows
-from attnbench.run.meta import changes, run_meta, stub_meta, suite_fingerprint
-from attnbench.run.workers import WORKER_START_TIMEOUT_S, WorkerLost, WorkerSlot
+from attnbench.run.meta import changes, record_devices, run_meta, stub_meta, suite_fingerprint
+from attnbench.run.workers import WorkerSlot
 from attnbench.suite.case import Case
 
 if TYPE_CHECKING:
@@ -48,6 +61,9 @@ WORKER_LOG = "workers"
 
 # Called before each case (row None) and after it (with its row): index, number of cases, the case, the row.
 OnCase = Callable[[int, int, Case, dict[str, Any] | None], None]
+# Makes a run's executor once its folder exists: (the folder for worker logs, the workers' extra environment).
+ExecutorFactory = Callable[[Path, "dict[str, str] | None"], Any]
+EXECUTORS = ("local", "ray")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -111,6 +127,9 @@ def run_suite(
     selection: Mapping[str, Any] | None = None,
     on_case: OnCase | None = None,
     worker_env: dict[str, str] | None = None,
+    devices: str | None = None,
+    executor: str | ExecutorFactory = "local",
+    address: str | None = None,
 ) -> RunSummary:
     """Measure every case of `suite` into a new run folder under `out_dir`, or finish `resume`'s missing cases.
 
@@ -120,11 +139,38 @@ def run_suite(
     the run's is refused unless `force` (then recorded in the meta). Returns the run's rows (earlier ones
     included when resuming). Raises `RunError` when the run cannot start (`RunStopped` when it stopped on a
     write error) and `ResultsError` when the run to resume cannot be read.
+
+    Where the cases run: without `devices`, one worker on the suite's device (`executor` "local"); `devices`
+    (`all`, GPU indexes `0,1,3`, or `cpu:N`) runs one worker per device, longest cases first; `executor` "ray"
+    runs one worker actor per GPU of the Ray cluster at `address` (or a local one). A factory of an executor
+    may be given instead of a name. Bad values are a `RunError` before any folder is created.
     """
+    make_executor = executor if callable(executor) else executor_factory(suite, devices, executor, address)
     with stop_signals():
         run_dir = _resumable(Path(resume)) if resume is not None else _new_run(Path(out_dir), suite)
         with locked_run(run_dir):
-            return _Sweep(suite, run_dir, on_case, worker_env).run(resume is not None, force, selection)
+            executor_for = functools.partial(make_executor, run_dir / WORKER_LOG, worker_env)
+            return _Sweep(suite, run_dir, on_case, executor_for).run(resume is not None, force, selection)
+
+
+def executor_factory(suite: Suite, devices: str | None, executor: str, address: str | None) -> ExecutorFactory:
+    """How a run of `suite` makes its executor; `RunError` for devices or an executor that cannot be had here
+    (checked now, before the run's folder exists)."""
+    if executor not in EXECUTORS:
+        raise RunError(f"--executor {executor!r}: must be one of {list(EXECUTORS)}")
+    try:
+        slots = parse_devices(devices, suite.device) if devices is not None else None
+    except DevicesError as exc:
+        raise RunError(str(exc)) from None
+    if executor == "ray":
+        from attnbench.run import ray_executor
+
+        return ray_executor.factory(suite.device, slots, address)
+    if address is not None:
+        raise RunError("--address goes with --executor ray (the Ray cluster to run on)")
+    if slots is None:
+        return lambda log_dir, env: SerialExecutor(suite.device, log_dir, env)
+    return lambda log_dir, env: PoolExecutor(suite.device, slots, log_dir, env)
 
 
 def _new_run(out_dir: Path, suite: Suite) -> Path:
@@ -155,13 +201,15 @@ def _only_lock(run_dir: Path) -> bool:
 
 
 class _Sweep:
-    """One run while the runner holds its lock: its suite, folder, meta, rows and worker slot."""
+    """One run while the runner holds its lock: its suite, folder, meta, rows and executor (made once the meta
+    is written, so that an executor that cannot start, such as an unreachable cluster, leaves a failed run)."""
 
-    def __init__(self, suite: Suite, run_dir: Path, on_case: OnCase | None, worker_env: dict[str, str] | None):
+    def __init__(self, suite: Suite, run_dir: Path, on_case: OnCase | None, make_executor: Callable[[], Any]):
         self.suite, self.run_dir, self.on_case = suite, run_dir, on_case
         self.summary = RunSummary(run_dir)
         self.meta: dict[str, Any] | None = None
-        self.workers = WorkerSlot(suite.device, run_dir / WORKER_LOG, worker_env)
+        self.make_executor, self.executor = make_executor, None
+        self.started, self.total = 0, 0
 
     def run(self, resuming: bool, force: bool, selection: Mapping[str, Any] | None) -> RunSummary:
         """Start (or resume), measure, and mark the run with how it ended, whatever ended it."""
@@ -171,6 +219,7 @@ class _Sweep:
                 self._resume(force, selection)
             else:
                 self._start(selection)
+            self.executor = self.make_executor()
             self._measure()
             status = "complete"
         except KeyboardInterrupt:
@@ -178,7 +227,8 @@ class _Sweep:
         except OSError as exc:
             failure = self._stopped(exc, self.run_dir / ROWS_FILE)
         finally:
-            self.workers.close(at_once=status != "complete")
+            if self.executor is not None:
+                self.executor.close(at_once=status != "complete")
             failure = self._finish(status) or failure
         if failure is not None:
             raise failure
@@ -224,20 +274,49 @@ class _Sweep:
         self._describe()
 
     def _measure(self) -> None:
-        """Measure the ceilings if the run lacks them, then every case it lacks, appending each row."""
+        """Measure the ceilings if the run lacks them, then every case it lacks: the driver loop. Cases that
+        cannot run here are recorded at once; the executor's events bring the others' rows (or the loss of
+        their worker), and this process appends each row as it arrives, whichever worker measured it."""
         if not self.meta.get("ceilings"):
-            self.meta["ceilings"] = device_ceilings(self.workers, self.run_dir)
+            workers = getattr(self.executor, "ceiling_workers", None)
+            found = device_ceilings(workers(), self.run_dir) if workers else self.executor.ceilings(self.run_dir)
+            self.meta["ceilings"] = found
             write_json(self.run_dir / META_FILE, self.meta)
+        record_devices(self.meta, self.executor.devices(), this_host())
+        write_json(self.run_dir / META_FILE, self.meta)
         done = {row["case_id"] for row in self.summary.rows}
         todo = [case for case in self.suite.cases if case.case_id not in done]
-        for index, case in enumerate(todo):
-            if self.on_case:
-                self.on_case(index, len(todo), case, None)
-            row = run_case(self.workers, case, self.meta["ceilings"], self.suite.device)
-            append_row(self.run_dir, row)
-            self.summary.rows.append(row)
-            if self.on_case:
-                self.on_case(index, len(todo), case, row)
+        self.total = len(todo)
+        here = {"host": this_host(), "index": None}
+        runnable = []
+        for case in todo:
+            why = unsupported_reason(case, self.suite.device)
+            if why is None:
+                runnable.append(case)
+                continue
+            self._started(case)
+            self._record(case, {**case.empty_row(), "status": "unsupported", "reason": why, "wall_s": 0.0}, here)
+        for event in self.executor.events(runnable, self.meta["ceilings"]):
+            if isinstance(event, Started):
+                self._started(event.case)
+            elif isinstance(event, Lost):
+                self._record(event.case, lost_row(event.case, event.status, event.reason, event.wall_s), event.slot)
+            else:
+                self._record(event.case, event.row, event.slot)
+
+    def _started(self, case: Case) -> None:
+        """A case was handed to a worker: progress is told."""
+        self.started += 1
+        if self.on_case:
+            self.on_case(self.started - 1, self.total, case, None)
+
+    def _record(self, case: Case, row: dict[str, Any], slot: dict[str, Any]) -> None:
+        """Append a finished case's row, with where it ran, to the run (and tell progress)."""
+        row = {**row, "host": slot.get("host"), "device_index": slot.get("index")}
+        append_row(self.run_dir, row)
+        self.summary.rows.append(row)
+        if self.on_case:
+            self.on_case(self.started - 1, self.total, case, row)
 
     def _finish(self, status: str) -> RunStopped | None:
         """Mark the run `status` in its meta (once it has one); the error to raise when that cannot be written."""
@@ -260,14 +339,6 @@ class _Sweep:
         )
 
 
-def device_ceilings(workers: WorkerSlot, run_dir: Path) -> dict[str, Any]:
-    """The device's ceilings, measured by the slot's worker (which also proves that a worker starts)."""
-    try:
-        return workers.get().request({"op": "ceilings"}, WORKER_START_TIMEOUT_S)
-    except WorkerLost as lost:
-        raise RunError(f"{run_dir}: could not measure the device's ceilings: {lost.reason}") from None
-
-
 def run_case(
     workers: WorkerSlot,
     case: Case,
@@ -282,17 +353,8 @@ def run_case(
     why = unsupported_reason(case, device, lacks)
     if why:
         return {**case.empty_row(), "status": "unsupported", "reason": why, "wall_s": 0.0}
-    begin = time.perf_counter()
-    message = {"op": "case", "case": case.to_dict(), "ceilings": ceilings}
-    try:
-        reply = workers.get().request(message, case_budget_s(case.limits.case_timeout_s))
-    except WorkerLost as lost:
-        workers.discard()
-        wall_s = round(time.perf_counter() - begin, 3)
-        return {**case.empty_row(), "status": lost.status, "reason": lost.reason, "wall_s": wall_s}
-    if reply.get("fatal"):
-        workers.discard()
-    return reply["row"]
+    event = outcome_event(case, workers.measure(case.to_dict(), ceilings, case.limits.case_timeout_s), {})
+    return lost_row(case, event.status, event.reason, event.wall_s) if isinstance(event, Lost) else event.row
 
 
 def unsupported_reason(case: Case, device: str, lacks: Callable[[str], str | None] | None = None) -> str | None:

@@ -5,8 +5,9 @@ runner records the case's status and starts a fresh worker. The protocol uses th
 worker's own stdout is pointed at stderr first, so prints from any library cannot corrupt it.
 
 The worker announces `{"ready": true}` once its imports are done, so no case's budget pays for them.
-Requests: `{"op": "ceilings"}` -> the device's measured ceilings; `{"op": "case", "case": Case.to_dict(),
-"ceilings": {...}}` -> `{"row": {...}, "fatal": bool}`; `{"op": "exit"}`.
+Requests: `{"op": "ceilings"}` -> the device's measured ceilings; `{"op": "device"}` -> the device this worker
+sees (`environment.device_info`); `{"op": "case", "case": Case.to_dict(), "ceilings": {...}}` ->
+`{"row": {...}, "fatal": bool}`; `{"op": "exit"}`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             break
         if op == "ceilings":
             reply = measure_ceilings(args.device)
+        elif op == "device":
+            from attnbench.run.environment import device_info
+
+            reply = device_info(args.device)
         elif op == "case":
             row, fatal = measure_case(Case.from_dict(request["case"]), args.device, request.get("ceilings"))
             reply = {"row": row, "fatal": fatal}

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnbench.measure.contention import case_budget_s
+
 # A worker's imports (torch, its compilers) and its ceilings measurement can take minutes on a cold machine.
 WORKER_START_TIMEOUT_S = 300.0
 
@@ -136,6 +138,23 @@ class WorkerSlot:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.worker = Worker(self.device, self._next_log(), self.env, self.cwd)
         return self.worker
+
+    def measure(self, case: dict[str, Any], ceilings: dict[str, Any], case_timeout_s: float) -> dict[str, Any]:
+        """Measure one case (`Case.to_dict()`) on this slot's worker within its budget (`case_timeout_s`
+        stretched by this host's load): `{"row": ...}` when the worker replied, `{"lost": {"status", "reason",
+        "wall_s"}}` when it timed out or died. A worker that cannot go on is discarded; the next case starts a
+        fresh one. The local runners and the cluster's worker actors all measure through this."""
+        begin = time.perf_counter()
+        message = {"op": "case", "case": case, "ceilings": ceilings}
+        try:
+            reply = self.get().request(message, case_budget_s(case_timeout_s))
+        except WorkerLost as lost:
+            self.discard()
+            wall_s = round(time.perf_counter() - begin, 3)
+            return {"lost": {"status": lost.status, "reason": lost.reason, "wall_s": wall_s}}
+        if reply.get("fatal"):
+            self.discard()
+        return {"row": reply["row"]}
 
     def _next_log(self) -> Path:
         """The first free `worker-<n>.log` in the log folder."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from attnbench.mechanisms.decoding import DECODE_COMPLEXITY
 from attnbench.mechanisms.problem import Mode, Problem
 from attnbench.results.files import ROW_FIELDS, SCHEMA_VERSION, case_id, timestamp
+from attnbench.suite.task import TaskCell
 
 # How a case is timed (`attnbench.measure.timing`): one synchronised call per sample with cold caches, batches
 # of calls issued back to back, or replays of a captured CUDA graph.
@@ -57,6 +59,8 @@ class Case:
     limits: Limits = field(default_factory=Limits)
     seed: int = 0
     unsupported: str | None = None  # why the mechanism or impl does not define this case (recorded, not run)
+    q_len: int | None = None  # decode: the new tokens of the step (its cache is the problem's T tokens)
+    task: TaskCell | None = None  # a task case: train a model with this mechanism's layer, record its accuracy
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that identify this case in results (see results.KEY_FIELDS)."""
@@ -82,6 +86,11 @@ class Case:
             "complexity": mechanism.complexity_of(mechanism.variant(p)),
         }
         fields.update(mechanism.derived(p))
+        if Mode(self.mode) is Mode.DECODE:  # T is the cache length; the step's time grows as DECODE_COMPLEXITY says
+            complexity = DECODE_COMPLEXITY.get(fields["complexity"], fields["complexity"])
+            fields.update(q_len=self.q_len, cache_len=p.T, complexity=complexity)
+        if self.task is not None:
+            fields["task"] = self.task.to_dict()
         return fields
 
     @property
@@ -106,7 +115,12 @@ class Case:
 
     def describe(self) -> str:
         """`mha[] core B=1 T=64 H=4 d=32 sdpa fwd fp32`: the case as progress and dry runs print it."""
-        return f"{self.problem.describe()} {self.impl} {Mode(self.mode).value} {self.dtype}"
+        text = f"{self.problem.describe()} {self.impl} {Mode(self.mode).value} {self.dtype}"
+        if self.q_len is not None:
+            text += f" q_len={self.q_len}"
+        if self.task is not None:
+            text += f" {self.task.name} kv={self.task.kv_pairs} seed={self.task.seed}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """The case as plain JSON data, sent to a worker process and read back there by `from_dict`."""
@@ -127,6 +141,8 @@ class Case:
             "limits": asdict(self.limits),
             "seed": self.seed,
             "unsupported": self.unsupported,
+            "q_len": self.q_len,
+            "task": self.task.to_dict() if self.task is not None else None,
         }
 
     @classmethod
@@ -153,4 +169,6 @@ class Case:
             limits=Limits(**data["limits"]),
             seed=data["seed"],
             unsupported=data.get("unsupported"),
+            q_len=data.get("q_len"),
+            task=TaskCell.from_dict(data["task"]) if data.get("task") else None,
         )

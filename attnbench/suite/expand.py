@@ -203,6 +203,8 @@ def expand_cases(ctx: ErrorContext, spec: SuiteSpec, device: str) -> list[Case]:
     dtypes = spec.dtypes or [DEFAULT_DTYPES[device]]
     keyed: list[tuple[tuple, Case]] = []
     seen: set[str] = set()
+    # Each mode, and a decode mode once per number of new tokens its step takes.
+    modes = [(m, Mode(mode), q) for m, mode in enumerate(spec.modes) for q in _q_lens(spec, Mode(mode))]
     for index, entry in enumerate(spec.mechanisms):
         mechanism = _mechanism(ctx, index, entry)
         impls = _entry_impls(ctx, index, entry, spec, mechanism)
@@ -211,20 +213,25 @@ def expand_cases(ctx: ErrorContext, spec: SuiteSpec, device: str) -> list[Case]:
                 shapes, enumerate(spec.causal), enumerate(spec.levels)
             ):
                 problem, reason = _problem(ctx, _Point(index, mechanism, params, shape, causal, level))
-                for (i_index, impl), (m_index, mode), (t_index, dtype) in itertools.product(
-                    enumerate(impls), enumerate(spec.modes), enumerate(dtypes)
+                for (i_index, impl), (m_index, mode, q_len), (t_index, dtype) in itertools.product(
+                    enumerate(impls), modes, enumerate(dtypes)
                 ):
-                    mode = Mode(mode)
                     why = reason or impl.unsupported_reason(problem, mode, dtype)
-                    case = Case(problem, impl.name, mode, dtype, timing, limits, case_seed(problem, dtype), why)
+                    seed = case_seed(problem, dtype)
+                    case = Case(problem, impl.name, mode, dtype, timing, limits, seed, why, q_len=q_len)
                     if case.case_id in seen:
                         problem_text = f"repeats the case {case.describe()} (a value repeats, or entries overlap)"
                         raise ctx.error(("mechanisms", index), problem_text, NO_VALUE, None)
                     seen.add(case.case_id)
-                    order = (index, p_index, i_index, l_index, m_index, t_index, c_index)
+                    order = (index, p_index, i_index, l_index, m_index, q_len or 0, t_index, c_index)
                     keyed.append(((*order, shape.T, shape.B, shape.H, shape.d), case))
     keyed.sort(key=lambda item: item[0])
     return [case for _, case in keyed]
+
+
+def _q_lens(spec: SuiteSpec, mode: Mode) -> list[int | None]:
+    """The new tokens per step a decode mode is measured with (the suite's `q_len`); one None for other modes."""
+    return list(spec.q_len) if mode is Mode.DECODE else [None]
 
 
 def _labels(case: Case) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from attnbench.suite.expand import expand_cases, filter_cases
 from attnbench.suite.reader import parse_yaml, read_suite_file
 from attnbench.suite.schema import ALTERNATIVES, AXES, DEFAULT_DTYPES, DEVICES, FIXED_KEYS, OVERRIDABLE, SuiteSpec
 from attnbench.suite.shapes import check_size, sweep_shapes
+from attnbench.suite.task_cases import check_task, expand_task_cases
 
 __all__ = ["SUITES_DIR", "CheckedSuite", "Suite", "SuiteError", "check_suite", "find_suite", "load_suite"]
 
@@ -129,6 +130,9 @@ def _resolve(
     for text in overrides:
         _merge(merged, _parse_set(ctx, text), text, origins)
     ctx.document = merged
+    if "task" in merged and "sweep" in merged:
+        problem = "a task suite has no sweep (its cells give the shapes)"
+        raise ctx.error(("sweep",), problem, NO_VALUE, "task.cells (--set task.cells=[...])")
     try:
         spec = SuiteSpec.model_validate(merged)
     except ValidationError as exc:
@@ -140,7 +144,11 @@ def _resolved_dict(spec: SuiteSpec, dtypes: list[str]) -> dict[str, Any]:
     """The suite as run, for the run's metadata: defaults filled in, keys left unset (None) dropped."""
     data = spec.model_dump(mode="json")
     data["dtypes"] = dtypes
-    data["sweep"] = {axis: values for axis, values in data["sweep"].items() if values is not None}
+    for section in ("sweep", "task"):
+        if data[section] is None:
+            del data[section]
+    if "sweep" in data:
+        data["sweep"] = {axis: values for axis, values in data["sweep"].items() if values is not None}
     for entry in data["mechanisms"]:
         if entry["impls"] is None:
             del entry["impls"]
@@ -162,9 +170,19 @@ def _validate(path: Path, document: dict[str, Any], device: str, overrides: Sequ
     size within bounds and every shape of its sweep well formed. No torch."""
     spec, ctx = _resolve(path, document, device, overrides)
     _check_settings(ctx, spec)
+    if spec.task is not None:  # a task suite: cells in place of a sweep (`_resolve` refuses both)
+        check_task(ctx, spec)
+        return spec, ctx
+    if spec.sweep is None:
+        raise ctx.error(("sweep",), "required key missing", NO_VALUE, "the shape axes T, H, d or D, B or tokens")
     check_size(spec, ctx)
     sweep_shapes(spec, ctx)
     return spec, ctx
+
+
+def _expand(ctx: ErrorContext, spec: SuiteSpec, device: str) -> list[Case]:
+    """The cases of a sweep, or of a task suite."""
+    return expand_task_cases(ctx, spec, device) if spec.task is not None else expand_cases(ctx, spec, device)
 
 
 def _noted(device: str, exc: SuiteError) -> SuiteError:
@@ -248,12 +266,12 @@ def load_suite(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         checked = check_suite(checked, device=device, overrides=overrides)
     spec, ctx = _validate(checked.path, checked.document, device, overrides)
-    cases = filter_cases(ctx, expand_cases(ctx, spec, device), only, impls)
+    cases = filter_cases(ctx, _expand(ctx, spec, device), only, impls)
     for other in DEVICES:
         if other != device:
             try:
                 other_spec, other_ctx = _validate(checked.path, checked.document, other, ())
-                expand_cases(other_ctx, other_spec, other)
+                _expand(other_ctx, other_spec, other)
             except SuiteError as exc:
                 raise _noted(other, exc) from None
     return Suite(

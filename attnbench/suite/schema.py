@@ -11,7 +11,8 @@ axes to sweep; every combination becomes one `Case`. docs/SUITES.md is the long 
         impls: [reference]         # optional; must be implementations the mechanism declares
     impls: [reference, sdpa]       # default for entries without `impls`; undeclared names are skipped per
                                    # mechanism; absent: every implementation each mechanism declares
-    modes: [fwd, fwd_bwd]          # fwd | bwd | fwd_bwd                          (default [fwd])
+    modes: [fwd, fwd_bwd]          # fwd | bwd | fwd_bwd | decode                 (default [fwd])
+    q_len: [1, 3]                  # decode: new tokens per step, 1 to 4; T is the cache length (default 1)
     levels: [core, layer]          # core | layer                                 (default [core])
     dtypes: [bf16]                 # fp64 | fp32 | tf32 | bf16 | fp16             (default bf16 on cuda, fp32 on cpu)
     causal: [false, true]          # bool or list of bools                        (default false)
@@ -24,6 +25,8 @@ axes to sweep; every combination becomes one `Case`. docs/SUITES.md is the long 
     limits: {...}                  # fields of `attnbench.suite.case.Limits`
     devices:                       # optional overrides for one device (any key above but name, mechanisms)
       cpu: {sweep: {T: [128, 256], d: 32}, dtypes: [fp32]}
+
+A task suite (trained models, accuracy rows) has a `task:` section in place of `sweep` (`attnbench.suite.task`).
 
 Every list-valued key also takes a scalar. Every number has a range (`AXIS_MAXIMUM`, `SETTING_RANGES`): sizes no
 machine could hold and settings that cannot work (`max_reps: 0`, `rep_ms: .inf`) are errors here, not failures
@@ -40,8 +43,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from attnbench.mechanisms.problem import DTYPES, Level, Mode
+from attnbench.mechanisms.problem import DTYPES, MAX_Q_LEN, Level, Mode
 from attnbench.suite.case import Limits, TimingSettings
+from attnbench.suite.task import TaskSpec
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_DTYPES = {"cuda": "bf16", "cpu": "fp32"}
@@ -105,6 +109,7 @@ def _listed(item: Any, what: str) -> Any:
 ModeName = Literal[tuple(mode.value for mode in Mode)]
 LevelName = Literal[tuple(level.value for level in Level)]
 DtypeName = Literal[tuple(DTYPES)]
+QLen = Annotated[int, Field(ge=1, le=MAX_Q_LEN)]  # new tokens of one decode step
 
 
 def _axis(name: str, what: str) -> Any:
@@ -173,11 +178,13 @@ class SuiteSpec(_Strict):
     description: str = Field("", description="any text")
     mechanisms: Annotated[list[MechanismEntry], Field(min_length=1, description="a non-empty list of mechanisms")]
     impls: _listed(str, "implementation names") | None = None
-    modes: _listed(ModeName, "fwd, bwd, fwd_bwd") = ["fwd"]
+    modes: _listed(ModeName, "fwd, bwd, fwd_bwd, decode") = ["fwd"]
+    q_len: _listed(QLen, f"decode only: an integer from 1 to {MAX_Q_LEN} or a list of them") = [1]
     levels: _listed(LevelName, "core, layer") = ["core"]
     dtypes: _listed(DtypeName, ", ".join(DTYPES)) | None = None
     causal: _listed(bool, "true, false or a list of them") = [False]
-    sweep: Sweep = Field(description="the shape axes T, H, d or D, B or tokens")
+    sweep: Sweep | None = Field(None, description="the shape axes T, H, d or D, B or tokens")
+    task: TaskSpec | None = Field(None, description="a task section (attnbench.suite.task) in place of sweep")
     timing: TimingSpec = Field(default_factory=TimingSpec, description="a mapping of TimingSettings fields")
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="a mapping of Limits fields")
 

@@ -21,7 +21,7 @@ def test_baseline_save_round_trip(runs, tmp_path):
     assert result.exit_code == 0, result.output
     (path,) = store.glob("*.json")
     meta = read_meta(runs[0])
-    assert path.name == baseline.baseline_name("smoke", meta["device"]["name"]) and path.name.startswith("smoke-")
+    assert path.name == baseline.baseline_name("smoke", baseline.device_key(meta)) and path.name.startswith("smoke-")
     base = load_side(path)
     run = load_side(runs[0])
     assert base.kind == "baseline" and base.meta["device"] == meta["device"] and base.meta["timer"] == meta["timer"]

@@ -14,7 +14,7 @@ from float64_checks import assert_close_with_grads
 
 from attnbench.measure import numerics
 from attnbench.mechanisms import registry
-from attnbench.mechanisms.problem import Level, Mode
+from attnbench.mechanisms.problem import TRAINING_MODES, Level
 
 
 def _test_problems():
@@ -33,7 +33,7 @@ def test_every_mechanism_declares_what_the_runner_needs(name):
     assert any(kw["T"] % 2 for kw in mechanism.test_problems), "test an odd T"
     for kwargs in mechanism.test_problems:
         problem = mechanism.problem(**kwargs)
-        for mode in Mode:
+        for mode in TRAINING_MODES:
             assert mechanism.flops_for(problem, mode) >= 0
             assert mechanism.min_bytes(problem, mode, 2) > 0
 

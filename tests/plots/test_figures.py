@@ -57,7 +57,7 @@ def test_overlaid_runs_keep_one_colour_per_mechanism(tmp_path: Path):
     style = Style.build(series["name"], series["impl"], ["gpu-a", "gpu-b"])
     figure = time_figure(series, style, runs)
     drawn = [line for ax in figure.axes for line in ax.get_lines() if line.get_color() == style.colours["tssa"]]
-    assert {line.get_linestyle() for line in drawn if line.get_marker() == "o"} >= {"-", "--"}
+    assert {line.get_linestyle() for line in drawn if line.get_marker() == style.markers["tssa"]} >= {"-", "--"}
     fits = summarize(frame, runs, ["T"]).fits
     assert set(fits["run"]) == {"gpu-a", "gpu-b"}
 

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from attnbench.mechanisms.aft import decode
 from attnbench.mechanisms.aft.reference import full_block_rows
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
 from attnbench.mechanisms.problem import Mode, Problem
@@ -210,8 +211,10 @@ IMPLS = (
     Impl(
         "reference",
         "attnbench.mechanisms.aft.reference:core",
-        "plain PyTorch from the formulas: full as one cuBLAS matmul per query block, conv as one conv2d",
+        "plain PyTorch from the formulas: full as one cuBLAS matmul per query block, conv as one conv2d; "
+        "decode (causal): simple a running state, local a window and a running state, full its K/V cache",
         recompute=reference_recompute,
+        decode="attnbench.mechanisms.aft.decode:reference_decode",
     ),
     Impl(
         "triton",
@@ -259,6 +262,7 @@ MECHANISMS = (
         check=check,
         variant_param="variant",
         derived=derived,
+        cache_model=decode.cache_model,
         test_problems=TEST_PROBLEMS,
         notes="complexity is per variant: simple, local and conv are linear in T, full is quadratic (T² bias).",
     ),

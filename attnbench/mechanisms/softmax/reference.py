@@ -35,15 +35,15 @@ def attention(
     vh = v.transpose(1, 2).repeat_interleave(H // G, dim=1)  # (B, H, S, d)
     rows = block_rows(B, H, T, S)
     if rows >= T:
-        return _block(qh, kh, vh, 0, causal, scale).transpose(1, 2)
+        return attend_block(qh, kh, vh, 0, causal, scale).transpose(1, 2)
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     blocks = []
     for start in range(0, T, rows):
         q_block = qh[:, :, start : start + rows]
         if recompute:
-            blocks.append(checkpoint(_block, q_block, kh, vh, start, causal, scale, use_reentrant=False))
+            blocks.append(checkpoint(attend_block, q_block, kh, vh, start, causal, scale, use_reentrant=False))
         else:
-            blocks.append(_block(q_block, kh, vh, start, causal, scale))
+            blocks.append(attend_block(q_block, kh, vh, start, causal, scale))
     return torch.cat(blocks, dim=2).transpose(1, 2)
 
 
@@ -60,7 +60,9 @@ def recomputed_flops(problem: Problem, forward: FlopCount) -> FlopCount:
     return FlopCount(matmul=forward.attention, attention=forward.attention)
 
 
-def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool, scale: float):
+def attend_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool, scale: float):
+    """Query rows `q [B,H,rows,d]` at positions `start ..` over all keys `k, v [B,H,S,d]` (causal: key `j` seen by
+    the row at position `i` when `j <= i`); a decode step's rows start at the cache length."""
     scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, rows, S)
     if causal:
         rows, keys = scores.shape[-2], scores.shape[-1]

@@ -12,9 +12,11 @@ import torch
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
 from attnbench.mechanisms.problem import Mode, Problem
 from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param, flash_recompute
+from attnbench.mechanisms.softmax import decode
 from attnbench.mechanisms.softmax.reference import recomputed_flops
 
 SDPA = "attnbench.mechanisms.softmax.sdpa:core"
+DECODE = "attnbench.mechanisms.softmax.decode:"
 
 
 def kv_heads(problem: Problem) -> int:
@@ -90,10 +92,17 @@ IMPLS = (
     Impl(
         "reference",
         "attnbench.mechanisms.softmax.reference:core",
-        "plain PyTorch, query-blocked",
+        "plain PyTorch, query-blocked; decode: the KV cache through the same attention",
         recompute=recomputed_flops,
+        decode=DECODE + "reference_decode",
     ),
-    Impl("sdpa", SDPA, "scaled_dot_product_attention, PyTorch's choice of backend", **FUSED),
+    Impl(
+        "sdpa",
+        SDPA,
+        "scaled_dot_product_attention, PyTorch's choice of backend; decode: the KV cache through SDPA",
+        decode=DECODE + "sdpa_decode",
+        **FUSED,
+    ),
     Impl("sdpa_flash", SDPA, "SDPA, FlashAttention backend", needs=("cuda",), options={"backend": "flash"}, **FUSED),
     Impl(
         "sdpa_efficient",
@@ -132,6 +141,7 @@ def _mechanism(name: str, title: str, paper: str, params: dict[str, Param], extr
         check=check,
         derived=lambda problem: {"G": kv_heads(problem)},
         test_problems=tuple({**shape, **extra} for shape in shapes),
+        cache_model=lambda problem, itemsize: decode.cache_model(problem, itemsize, kv_heads(problem)),
     )
 
 

@@ -14,6 +14,7 @@ from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projecti
 from attnbench.mechanisms.problem import Level, Mode, Problem
 from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param, flash_recompute
 from attnbench.mechanisms.softmax.reference import recomputed_flops
+from attnbench.mechanisms.tpa import decode
 
 RANKS = ("R_q", "R_k", "R_v")
 
@@ -100,20 +101,33 @@ def derived(problem: Problem) -> dict[str, int]:
     return {"kv_cache_per_token": (problem.params["R_k"] + problem.params["R_v"]) * (problem.H + problem.d)}
 
 
+DECODE = "attnbench.mechanisms.tpa.decode:"
 IMPLS = (
     Impl(
         "reference",
         "attnbench.mechanisms.tpa.reference:core",
-        "plain PyTorch: factor products, query-blocked",
+        "plain PyTorch: factor products, query-blocked; decode: K, V formed from the factor cache",
         recompute=recomputed_flops,
+        decode=DECODE + "reference_decode",
     ),
     Impl(
         "sdpa",
         "attnbench.mechanisms.tpa.sdpa:core",
-        "factor products in PyTorch, then SDPA (PyTorch's backend)",
+        "factor products in PyTorch, then SDPA (PyTorch's backend); decode: K, V formed, then SDPA",
         recompute=flash_recompute,
+        decode=DECODE + "sdpa_decode",
     ),
     COMPILE_IMPL,
+    Impl(
+        "triton",
+        DECODE + "triton_decode",
+        "decode only: a split-cache Triton kernel on the factor cache (K and V never formed)",
+        needs=("triton",),
+        modes=frozenset(),
+        causal=(True,),
+        dtypes=frozenset({"fp32", "tf32", "bf16", "fp16"}),
+        decode=DECODE + "triton_decode",
+    ),
 )
 
 PARAMS = {
@@ -144,6 +158,7 @@ MECHANISMS = (
         params=PARAMS,
         check=check,
         derived=derived,
+        cache_model=decode.cache_model,
         test_problems=(
             dict(B=2, T=37, H=6, d=10, causal=False, R_q=3, R_k=2, R_v=1),
             dict(B=1, T=33, H=5, d=12, causal=True),

@@ -13,6 +13,7 @@ import torch
 from attnbench.mechanisms.common import COMPILE_IMPL, Draw, mode_bytes, projection_bytes, projection_flops
 from attnbench.mechanisms.problem import Level, Mode, Problem
 from attnbench.mechanisms.registry import FlopCount, Impl, Mechanism, Param
+from attnbench.mechanisms.tssa import decode
 
 # Element-wise FLOPs per element of w in the forward, an estimate (README.md): squares, the token norm, the
 # head softmax, the weighted token sums and the output scaling.
@@ -88,7 +89,12 @@ def check(problem: Problem) -> None:
 
 
 IMPLS = (
-    Impl("reference", "attnbench.mechanisms.tssa.reference:core", "plain PyTorch, the authors' formulation"),
+    Impl(
+        "reference",
+        "attnbench.mechanisms.tssa.reference:core",
+        "plain PyTorch, the authors' formulation; decode (causal): the recurrent state of H·(2d+1) numbers",
+        decode="attnbench.mechanisms.tssa.decode:reference_decode",
+    ),
     Impl(
         "triton",
         "attnbench.mechanisms.tssa.triton_tssa:core",
@@ -121,6 +127,7 @@ MECHANISMS = (
             )
         },
         check=check,
+        cache_model=decode.cache_model,
         test_problems=(
             dict(B=2, T=37, H=3, d=12, causal=False),
             dict(B=1, T=45, H=5, d=24, causal=True),
