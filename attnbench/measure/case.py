@@ -103,12 +103,12 @@ def _measure(case: Case, device: str, ceilings: dict[str, Any], row: dict[str, A
     row.update(rate_fields)
     row["status"] = "ok"
     for note in rate_notes:
-        _add_reason(row, note)
+        numerics.add_reason(row, note)
     if case.limits.check_numerics:
         _check_numerics(case, mechanism, core, device, row)
     else:
         row.update(numerics_checked=False, numerics_ok=None)
-        _add_reason(row, "numerics not checked (check_numerics is false)")
+        numerics.add_reason(row, "numerics not checked (check_numerics is false)")
 
 
 def _time_and_peak(
@@ -155,27 +155,7 @@ def _check_numerics(case: Case, mechanism, core, device: str, row: dict[str, Any
     fits `reference_max_elements`), `numerics_score` the worst error over its allowance (above 1 fails)."""
     problem = numerics_problem(mechanism, case.problem, case.limits.reference_max_elements, Mode(case.mode))
     result = numerics.compare(mechanism, core, problem, case.dtype, device, mode=Mode(case.mode), seed=case.seed)
-    row.update(
-        rel_err=result.rel_err,
-        max_abs_err=result.max_abs_err,
-        numerics_ok=result.ok,
-        numerics_worst=result.worst,
-        numerics_T=problem.T,
-        tolerance=result.tolerance,
-        numerics_checked=True,
-        numerics_score=result.score,
-    )
-    if result.explain():
-        _add_reason(row, result.explain())
-    if problem.T != case.problem.T:
-        _add_reason(row, f"numerics checked at T={problem.T}: the float64 reference at T={case.problem.T} is too large")
-    if not result.ok:
-        row["status"] = "numerics_fail"
-
-
-def _add_reason(row: dict[str, Any], note: str) -> None:
-    """Append `note` to the row's reason (clauses separated by "; ")."""
-    row["reason"] = f"{row['reason']}; {note}" if row.get("reason") else note
+    numerics.record(row, result, problem.T, case.problem.T)
 
 
 def numerics_problem(mechanism, problem: Problem, max_elements: int, mode: Mode) -> Problem:

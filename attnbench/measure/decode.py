@@ -69,7 +69,7 @@ def measure_decode(case: Case, mechanism: Mechanism, device: str, ceilings: dict
         _check_numerics(case, mechanism, build, device, q_len, row)
     else:
         row.update(numerics_checked=False, numerics_ok=None)
-        add_reason(row, "numerics not checked (check_numerics is false)")
+        numerics.add_reason(row, "numerics not checked (check_numerics is false)")
 
 
 def _timed_step(case: Case, mechanism: Mechanism, build, device: str, ceilings: dict[str, Any]):
@@ -100,7 +100,7 @@ def _rate_fields(row: dict, ceilings: dict[str, Any]) -> None:
         if row["gbps"] > rates.CEILING_MARGIN * copy:
             row["rate_flags"] = [rates.ABOVE_COPY]
             note = f"{row['gbps']:.3g} GB/s is above the copy bandwidth of {copy:.3g} GB/s this run measured"
-            add_reason(row, f"{rates.ABOVE_COPY}: {note} (the cache stayed in a CPU or GPU cache)")
+            numerics.add_reason(row, f"{rates.ABOVE_COPY}: {note} (the cache stayed in a CPU or GPU cache)")
 
 
 def _cache_fields(row: dict, mechanism: Mechanism, problem: Problem, dtype: str, q_len: int, kept: int) -> None:
@@ -115,7 +115,7 @@ def _cache_fields(row: dict, mechanism: Mechanism, problem: Problem, dtype: str,
         row["cache_bytes_per_token"] = (kept - model.fixed) / (problem.B * (problem.T + q_len))
     if kept != expected:
         row["status"] = "error"
-        add_reason(row, f"the implementation keeps {kept} bytes, its mechanism's formula says {expected}")
+        numerics.add_reason(row, f"the implementation keeps {kept} bytes, its mechanism's formula says {expected}")
 
 
 def check_problem(mechanism: Mechanism, problem: Problem, q_len: int, max_elements: int) -> Problem:
@@ -152,24 +152,4 @@ def decode_comparison(mechanism: Mechanism, build, problem: Problem, q_len: int,
 def _check_numerics(case: Case, mechanism: Mechanism, build, device: str, q_len: int, row: dict) -> None:
     problem = check_problem(mechanism, case.problem, q_len, case.limits.reference_max_elements)
     result = decode_comparison(mechanism, build, problem, q_len, case.dtype, device, case.seed)
-    row.update(
-        rel_err=result.rel_err,
-        max_abs_err=result.max_abs_err,
-        numerics_ok=result.ok,
-        numerics_worst=result.worst,
-        numerics_T=problem.T,
-        tolerance=result.tolerance,
-        numerics_checked=True,
-        numerics_score=result.score,
-    )
-    if result.explain():
-        add_reason(row, result.explain())
-    if problem.T != case.problem.T:
-        add_reason(row, f"numerics checked at M={problem.T}: the float64 reference at M={case.problem.T} is too large")
-    if not result.ok:
-        row["status"] = "numerics_fail"
-
-
-def add_reason(row: dict[str, Any], note: str) -> None:
-    """Append `note` to the row's reason (clauses separated by "; ")."""
-    row["reason"] = f"{row['reason']}; {note}" if row.get("reason") else note
+    numerics.record(row, result, problem.T, case.problem.T, axis="M")

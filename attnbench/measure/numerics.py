@@ -30,6 +30,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -280,3 +281,29 @@ def _reference_in_dtype(mechanism, problem, tensors, grad_out, dtype) -> Tensors
             return run(mechanism, mechanism.reference, problem, inputs, grad_out)
     except Exception:  # the reference may not run in this dtype at all; the fixed tolerance then decides alone
         return {}
+
+
+def record(row: dict[str, Any], result: Comparison, checked: int, asked: int, axis: str = "T") -> None:
+    """Write a comparison into a row: the errors, the verdict (`numerics_fail` when it failed), `numerics_T` the
+    length it was checked at and, when that is not the case's own (`asked`), a reason saying so."""
+    row.update(
+        rel_err=result.rel_err,
+        max_abs_err=result.max_abs_err,
+        numerics_ok=result.ok,
+        numerics_worst=result.worst,
+        numerics_T=checked,
+        tolerance=result.tolerance,
+        numerics_checked=True,
+        numerics_score=result.score,
+    )
+    if result.explain():
+        add_reason(row, result.explain())
+    if checked != asked:
+        add_reason(row, f"numerics checked at {axis}={checked}: the float64 reference at {axis}={asked} is too large")
+    if not result.ok:
+        row["status"] = "numerics_fail"
+
+
+def add_reason(row: dict[str, Any], note: str) -> None:
+    """Append `note` to the row's reason (clauses separated by "; ")."""
+    row["reason"] = f"{row['reason']}; {note}" if row.get("reason") else note
