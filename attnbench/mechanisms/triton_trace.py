@@ -36,6 +36,10 @@ DTYPES = ("fp32", "tf32", "fp16", "bf16")
 # The parameter sets a decode kernel is traced with, per mechanism (its compiled kernels depend on them): TPA's
 # key/value ranks of suites/decode.yaml. A mechanism not named here is traced at its defaults.
 DECODE_TRACE = {"tpa": ({"R_k": 1, "R_v": 1}, {"R_k": 2, "R_v": 2}, {"R_k": 4, "R_v": 4})}
+# A decode kernel holds q_len·H query rows at once: one new token over TRACE_HEADS heads is the fewest rows traced,
+# MAX_Q_LEN new tokens over the decode suite's 32 heads the most (128 rows: the largest tiles, the most shared
+# memory and registers).
+DECODE_SHAPES = ((1, TRACE_HEADS), (MAX_Q_LEN, 32))
 
 
 @dataclass(frozen=True)
@@ -179,20 +183,23 @@ def cases() -> Iterator[tuple[Case, registry.Mechanism, registry.Impl, Problem]]
 
 
 def _decode_cases(mechanism: registry.Mechanism, impl: registry.Impl):
-    """A decode step on a cache of TRACE_T tokens, with 1 and with MAX_Q_LEN new tokens, for each of the
+    """A decode step on a cache of TRACE_T tokens at each of `DECODE_SHAPES` (new tokens, heads), for each of the
     mechanism's `DECODE_TRACE` parameter sets (the compiled kernels depend on them: TPA's ranks), head width and
     dtype."""
-    for params, d, dtype in (
-        (p, d, t) for p in DECODE_TRACE.get(mechanism.name, ({},)) for d in HEAD_DIMS for t in DTYPES
+    for params, d, dtype, (q_len, heads) in (
+        (p, d, t, shape)
+        for p in DECODE_TRACE.get(mechanism.name, ({},))
+        for d in HEAD_DIMS
+        for t in DTYPES
+        for shape in DECODE_SHAPES
     ):
         try:
-            problem = mechanism.problem(B=TRACE_B, T=TRACE_T, H=TRACE_HEADS, d=d, causal=True, **params)
+            problem = mechanism.problem(B=TRACE_B, T=TRACE_T, H=heads, d=d, causal=True, **params)
         except ValueError:
             continue
         if impl.unsupported_reason(problem, Mode.DECODE, dtype) is None:
             variant = ",".join(f"{key}={value}" for key, value in params.items())
-            for q_len in (1, MAX_Q_LEN):  # the kernels hold q_len·H rows: trace the fewest and the most
-                yield Case(mechanism.name, variant, True, d, dtype, q_len=q_len), mechanism, impl, problem
+            yield Case(mechanism.name, variant, True, d, dtype, q_len=q_len), mechanism, impl, problem
 
 
 def trace(case: Case, mechanism: registry.Mechanism, impl: registry.Impl, problem: Problem) -> list[Launch]:
