@@ -2,8 +2,9 @@
 
 Per (batch b, head h) and token t: C_t = Σ_{t'≤t} w², s_t = Σ_c w_t²/max(C_t, 1e-12), Π_t = softmax_h(temp·(s_t +
 d·beta[h,t])), A_t = Σ_{t'≤t} Π w², M_t = Σ_{t'≤t} Π, r_t = 1/(1 + A_t/(M_t + 1e-8)), out_t = -w_t·Π_t·r_t.
-A scan is three steps: a kernel writes each tile's sum, `torch.cumsum` scans those (a `[B, T/BLOCK_T, H, d]`
-array, 1/BLOCK_T of `w` in fp32) and the next kernel adds the tile's carry to its own in-tile `tl.cumsum`.
+A scan is three steps: a kernel writes each tile's sum, `_carry_scan_kernel` turns those (a
+`[B, T/BLOCK_T, H, d]` array, 1/BLOCK_T of `w` in fp32) in place into each tile's carry, and the next kernel adds
+the carry to its own in-tile `tl.cumsum`. Every step is a Triton launch: no torch operation runs between them.
 Forward passes: (1) tile sums of w², (2) Π (needs C, so all heads of a token) and tile sums of Πw², Π, (3) the
 output. The backward runs the same way with suffix sums (README.md derives it): (1) tile sums of ∂A = ∂L/∂A and
 ∂Z = ∂L/∂(M + 1e-8), (2) the head-softmax backward to the logit gradient ∂s, ∂temp, ∂beta and tile sums of
@@ -20,9 +21,19 @@ import triton.language as tl
 from attnbench.mechanisms.triton_common import head_blocks, scratch
 from attnbench.mechanisms.tssa.reference import MASS_EPS, PREFIX_EPS
 
-# Twice the non-causal tile: each tile is also a scan chunk whose carries (2D + H fp32 numbers) are written,
-# scanned and read back, so longer chunks make that traffic a smaller share (4/(s·BLOCK_T) of a pass over w).
-TILE_ELEMENTS = 8192
+# The non-causal tile: each tile is also a scan chunk whose carries (2D + H fp32 numbers) are written, scanned and
+# read back, 4/(s·BLOCK_T) of a pass over w (6% at d = 128 bf16). A tile of 8192 elements halved that share but
+# left the all-heads passes at 255 registers a thread at every head width (32 tile elements a thread).
+TILE_ELEMENTS = 4096
+# Tile elements a thread holds, per pass: its warps are BLOCK_T·BLOCK_D / (32 · this), 4 to 16. The forward's
+# streaming passes hold a tile or two; the memberships pass and the backward's streaming passes keep several
+# `[BLOCK_T, BLOCK_D]` fp32 temporaries (in-tile prefix and suffix sums) live at once, the logit gradient the most.
+PER_THREAD = {"stream": 32, "memberships": 16, "backward": 16, "logit_grad": 8}
+# Tiles by features one program of the carry scan holds: a 128-byte line of fp32 carries per tile row, and 64 tiles
+# a step so that a long sequence (2048 tiles at T = 128K) takes 32 dependent steps.
+SCAN_BLOCK = (64, 32)
+# The clamps of the passes that take both.
+EPS = {"PREFIX_EPS": PREFIX_EPS, "MASS_EPS": MASS_EPS}
 
 
 @triton.jit
@@ -233,44 +244,93 @@ def _dw_kernel(
     tl.store(p_dw + o_wd, b_dw.to(p_dw.dtype.element_ty), mask=m_tc)
 
 
-def _before(x: torch.Tensor) -> torch.Tensor:
-    """Exclusive prefix sum over tiles (dim 1): what every earlier tile contributes (summed, not `cumsum - x`,
-    so a large tile cannot swamp the small sum before it)."""
-    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1).cumsum(dim=1)
+@triton.jit
+def _carry_scan_kernel(
+    p_x, p_y, N_TILES, FX, FY, REVERSE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr
+):  # fmt: skip
+    """Tile sums to tile carries, in place, along the tiles of `x [B, n_tiles, FX]` and `y [B, n_tiles, FY]` (two
+    arrays, one launch): each tile's entry becomes the sum over every earlier tile (every later one if REVERSE).
+    A program owns BLOCK_F features of one batch row and walks its tiles BLOCK_N at a time. The carry is exclusive
+    by loading the block shifted one tile and scanning that, not by `cumsum - x`, so that one large tile cannot
+    swamp the small sum before it."""
+    i_f, i_b = tl.program_id(0), tl.program_id(1)
+    o_f = i_f * BLOCK_F + tl.arange(0, BLOCK_F)
+    m_x, m_y = o_f < FX, (o_f >= FX) & (o_f < FX + FY)
+    o_y = tl.where(m_y, o_f - FX, 0)
+    b_run = tl.zeros([BLOCK_F], dtype=tl.float32)
+    n_blocks = tl.cdiv(N_TILES, BLOCK_N)
+    for i in range(n_blocks):
+        i_block = n_blocks - 1 - i if REVERSE else i
+        o_n = i_block * BLOCK_N + tl.arange(0, BLOCK_N)
+        # The neighbour whose sum the carry adds next; one outside this block is in b_run already (and was
+        # overwritten by its own carry).
+        o_src = o_n + 1 if REVERSE else o_n - 1
+        m_src = (o_src >= i_block * BLOCK_N) & (o_src < tl.minimum(N_TILES, (i_block + 1) * BLOCK_N))
+        b_src = _load_pair(p_x, p_y, i_b * N_TILES + o_src, FX, FY, o_f, o_y, m_src, m_x, m_y)
+        b_carry = b_run[None, :] + tl.cumsum(b_src, axis=0, reverse=REVERSE)
+        b_own = _load_pair(p_x, p_y, i_b * N_TILES + o_n, FX, FY, o_f, o_y, o_n < N_TILES, m_x, m_y)
+        b_run += tl.sum(b_own, axis=0)
+        m_n = (o_n < N_TILES)[:, None]
+        o_row = (i_b * N_TILES + o_n).to(tl.int64)[:, None]
+        tl.store(p_x + o_row * FX + o_f[None, :], b_carry, mask=m_n & m_x[None, :])
+        tl.store(p_y + o_row * FY + o_y[None, :], b_carry, mask=m_n & m_y[None, :])
 
 
-def _after(x: torch.Tensor) -> torch.Tensor:
-    """Exclusive suffix sum over tiles (dim 1): what every later tile contributes."""
-    return torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1).flip(1).cumsum(dim=1).flip(1)
+@triton.jit
+def _load_pair(p_x, p_y, o_tile, FX, FY, o_f, o_y, m_n, m_x, m_y):
+    """Rows `o_tile` `[BLOCK_N]` of x or y (whichever owns the feature) as one `[BLOCK_N, BLOCK_F]` block."""
+    o_row = o_tile.to(tl.int64)[:, None]
+    b_x = tl.load(p_x + o_row * FX + o_f[None, :], mask=m_n[:, None] & m_x[None, :], other=0.0)
+    return b_x + tl.load(p_y + o_row * FY + o_y[None, :], mask=m_n[:, None] & m_y[None, :], other=0.0)
+
+
+def _scan_carries(x: torch.Tensor, y: torch.Tensor | None = None, reverse: bool = False) -> None:
+    """Turn the tile sums in `x [B, n_tiles, ...]` (and `y`, laid out the same) into tile carries, in place."""
+    B, n_tiles = x.shape[:2]
+    features_x = x.numel() // (B * n_tiles)
+    features_y = 0 if y is None else y.numel() // (B * n_tiles)
+    block_n, block_f = SCAN_BLOCK
+    grid = (triton.cdiv(features_x + features_y, block_f), B)
+    _carry_scan_kernel[grid](
+        x, x if y is None else y, n_tiles, features_x, features_y, reverse, BLOCK_N=block_n, BLOCK_F=block_f
+    )
 
 
 def _launch_sizes(w: torch.Tensor, block_t: int | None):
     """What every pass is launched with: the blocks of `head_blocks` (`cfg`, with BLOCK_H, for the passes over
-    all heads of a token; `tile_cfg` without it), the number of token tiles and the sizes
-    `T, H, D, d, N_TILES`."""
+    all heads of a token; `tile_cfg` without it), the number of token tiles and the sizes `T, H, D, d, N_TILES`.
+    The warps are each pass's own (`_warps`)."""
     _, T, H, d = w.shape
     cfg = head_blocks(H, d, block_t, TILE_ELEMENTS)
+    cfg.pop("num_warps")
     tile_cfg = {name: value for name, value in cfg.items() if name != "BLOCK_H"}
     n_tiles = triton.cdiv(T, cfg["BLOCK_T"])
     return cfg, tile_cfg, n_tiles, (T, H, H * d, d, n_tiles)
 
 
+def _warps(cfg: dict[str, int], kind: str) -> dict[str, int]:
+    """`cfg` with the warps of a pass of `kind` (a key of PER_THREAD)."""
+    warps = cfg["BLOCK_T"] * cfg["BLOCK_D"] // (32 * PER_THREAD[kind])
+    return {**cfg, "num_warps": min(16, max(4, warps))}
+
+
 def _forward(w: torch.Tensor, temp: torch.Tensor, beta: torch.Tensor, block_t: int | None):
     """The three forward passes and the scans between them: the output and what the backward reads (Π and the
-    tile carries of Σw², ΣΠw², ΣΠ)."""
+    tile carries of Σw², ΣΠw², ΣΠ). Each carry buffer first holds the tile sums, which the scan turns into carries."""
     B, T, H, d = w.shape
     cfg, tile_cfg, n_tiles, dims = _launch_sizes(w, block_t)
-    cw2 = scratch((B, n_tiles, H, d), torch.float32, w.device)
-    _tile_sumsq_kernel[(n_tiles, B * H)](w, cw2, *dims, **tile_cfg)
-    carry_w2 = _before(cw2)
-    pi = scratch((B, T, H), torch.float32, w.device)
-    cpw2, cpi = scratch((B, n_tiles, H, d), torch.float32, w.device), scratch((B, n_tiles, H), torch.float32, w.device)
+    stream, members = _warps(tile_cfg, "stream"), _warps(cfg, "memberships")
+    carry_w2, carry_a = (scratch((B, n_tiles, H, d), torch.float32, w.device) for _ in range(2))
+    carry_m, pi = scratch((B, n_tiles, H), torch.float32, w.device), scratch((B, T, H), torch.float32, w.device)
+    _tile_sumsq_kernel[(n_tiles, B * H)](w, carry_w2, *dims, **stream)
+    _scan_carries(carry_w2)
+    t_max = beta.shape[1]
     _memberships_kernel[(n_tiles, B)](
-        w, temp, beta, carry_w2, pi, cpw2, cpi, *dims, beta.shape[1], PREFIX_EPS=PREFIX_EPS, **cfg
+        w, temp, beta, carry_w2, pi, carry_a, carry_m, *dims, t_max, PREFIX_EPS=PREFIX_EPS, **members
     )
-    carry_a, carry_m = _before(cpw2), _before(cpi)
+    _scan_carries(carry_a, carry_m)
     out = scratch((B, T, H, d), w.dtype, w.device)
-    _output_kernel[(n_tiles, B * H)](w, pi, carry_a, carry_m, out, *dims, MASS_EPS=MASS_EPS, **tile_cfg)
+    _output_kernel[(n_tiles, B * H)](w, pi, carry_a, carry_m, out, *dims, MASS_EPS=MASS_EPS, **stream)
     return out, (pi, carry_w2, carry_a, carry_m)
 
 
@@ -279,20 +339,23 @@ def _backward(g, w, temp, beta, pi, carry_w2, carry_a, carry_m, block_t: int | N
     dbeta."""
     B, T, H, d = w.shape
     cfg, tile_cfg, n_tiles, dims = _launch_sizes(w, block_t)
+    stream, logit = _warps(tile_cfg, "backward"), _warps(cfg, "logit_grad")
+    carry_da, carry_dc = (scratch((B, n_tiles, H, d), torch.float32, w.device) for _ in range(2))
+    carry_dz, ds = scratch((B, n_tiles, H), torch.float32, w.device), scratch((B, T, H), torch.float32, w.device)
+    _tile_gradsum_kernel[(n_tiles, B * H)](
+        w, g, pi, carry_a, carry_m, carry_da, carry_dz, *dims, MASS_EPS=MASS_EPS, **stream
+    )
+    _scan_carries(carry_da, carry_dz, reverse=True)
     t_max = beta.shape[1]
-    eps = {"PREFIX_EPS": PREFIX_EPS, "MASS_EPS": MASS_EPS}
-    cda, cdz = scratch((B, n_tiles, H, d), torch.float32, w.device), scratch((B, n_tiles, H), torch.float32, w.device)
-    _tile_gradsum_kernel[(n_tiles, B * H)](w, g, pi, carry_a, carry_m, cda, cdz, *dims, MASS_EPS=MASS_EPS, **tile_cfg)
-    carry_da, carry_dz = _after(cda), _after(cdz)
-    ds, cdc = scratch((B, T, H), torch.float32, w.device), scratch((B, n_tiles, H, d), torch.float32, w.device)
     dtemp = torch.zeros(H, dtype=torch.float32, device=w.device)
     dbeta = torch.zeros(H, t_max, dtype=torch.float32, device=w.device)
     carries = (carry_w2, carry_a, carry_m, carry_da)
     _logit_grad_kernel[(n_tiles, B)](
-        w, g, temp, beta, pi, *carries, carry_dz, ds, dtemp, dbeta, cdc, *dims, t_max, **eps, **cfg
+        w, g, temp, beta, pi, *carries, carry_dz, ds, dtemp, dbeta, carry_dc, *dims, t_max, **EPS, **logit
     )
+    _scan_carries(carry_dc, reverse=True)
     dw = scratch((B, T, H, d), w.dtype, w.device)
-    _dw_kernel[(n_tiles, B * H)](w, g, pi, ds, *carries, _after(cdc), dw, *dims, **eps, **tile_cfg)
+    _dw_kernel[(n_tiles, B * H)](w, g, pi, ds, *carries, carry_dc, dw, *dims, **EPS, **stream)
     return dw, dtemp.to(temp.dtype), dbeta.to(beta.dtype)
 
 
