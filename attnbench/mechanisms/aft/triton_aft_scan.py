@@ -11,7 +11,8 @@ the tokens before it, and all tokens' total. A causal scan walks a chunk's tiles
 a tile's rows share its scale `M = max(carry m, tile max of K)`, the running max at the tile's end.
 
 Causal backward sums run in reverse, tile by tile, each step decaying by `e^{M_{j−1}−M_j} ≤ 1`; a chunk gets the
-sums of the chunks after it from `_bwd_carry_kernel` (`chunk_tails`).
+sums of the chunks after it from `_bwd_carry_kernel` (`chunk_tails`). AFT-local uses all of this; causal AFT-simple
+uses only `scan_tile` and the tile helpers, one tile per program (triton_aft's look-back replaces the chunks).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ learned band bias).
 On a CPU these run under TRITON_INTERPRET=1 (tests/conftest.py sets it), where tiles are 16 tokens × 16 channels
 and tl.dot is exact in fp32. Shapes are small and awkward (odd T, d = 10, H = 3, B = 1 and 2, T = 1) and
 `tiles_per_chunk` is forced small so that T = 37 or 70 spans several chunks: the chunk carries of the causal
-scan, the reverse sums of its backward and the band reaching across tile and chunk edges are all exercised.
+scan, the reverse sums of its backward and the band reaching across tile and chunk edges are all exercised
+(causal AFT-simple chains one program per tile, so there T = 37 is three tiles whatever the chunking).
 Every buffer the kernels fill starts as NaN (`test_poison_*`), so an unwritten element fails the comparison. A
 K drifting by ±3 a token checks the running-max rescaling far beyond fp32's exponent range.
 
