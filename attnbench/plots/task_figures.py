@@ -97,13 +97,18 @@ def accuracy_kv_figure(points: pd.DataFrame, style: Style) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_xticks(kvs, [f"{kv}\nT={lengths[kv]}" for kv in kvs])
         ax.minorticks_off()
-        ax.set_ylim(-2, 102)
-        ax.grid(True, alpha=0.3)
-        ax.set_xlabel("key-value pairs (sequence length)")
-        ax.set_ylabel("held-out accuracy (%)")
-        ax.set_title(shape, fontsize=9)
+        _accuracy_axes(ax, "key-value pairs (sequence length)", shape)
     _legend(figure, axes)
     return figure
+
+
+def _accuracy_axes(ax, xlabel: str, title: str) -> None:
+    """An accuracy panel's y range (0-100 % with a margin), grid, labels and title."""
+    ax.set_ylim(-2, 102)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title(title, fontsize=9)
 
 
 def accuracy_time_figure(points: pd.DataFrame, style: Style) -> Figure:
@@ -118,11 +123,7 @@ def accuracy_time_figure(points: pd.DataFrame, style: Style) -> Figure:
             ax.plot([row["time_ms"]], [row["accuracy"]], ls="none", **look, ms=7, label=label)
         ax.set_xscale("log")
         _plain_ticks(ax)
-        ax.set_ylim(-2, 102)
-        ax.grid(True, alpha=0.3)
-        ax.set_xlabel("time per training step (ms, median)")
-        ax.set_ylabel("held-out accuracy (%)")
-        ax.set_title(cell, fontsize=9)
+        _accuracy_axes(ax, "time per training step (ms, median)", cell)
     _legend(figure, axes)
     return figure
 
