@@ -158,13 +158,6 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
-def cancelling_dot_precision(dtype: torch.dtype) -> str:
-    """`input_precision` of a tl.dot on fp32 operands whose products then cancel, in a problem of `dtype`: exact
-    fp32 for fp32 problems without TF32, otherwise three TF32 passes (fp32 accuracy at tensor-core speed), since
-    rounding the operands to fewer bits would leave an error far above the cancelled result."""
-    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
-
-
 def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A buffer that the kernels must fill completely (an output, or statistics written by every program): left
     uninitialised, or NaN under `POISON`. Buffers that kernels accumulate into are zeroed instead, not here."""

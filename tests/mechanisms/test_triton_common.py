@@ -98,11 +98,8 @@ def tf32():
 def test_dot_precision_follows_torch_tf32_setting(tf32):
     tf32(False)
     assert triton_common.dot_precision(torch.float32) == "ieee"
-    assert triton_common.cancelling_dot_precision(torch.float32) == "ieee"
-    assert triton_common.cancelling_dot_precision(torch.bfloat16) == "tf32x3"
     tf32(True)
     assert triton_common.dot_precision(torch.float32) == "tf32"
-    assert triton_common.cancelling_dot_precision(torch.float32) == "tf32x3"
     assert triton_common.dot_precision(torch.float16) == "ieee"
 
 

@@ -28,16 +28,20 @@ from attnbench.mechanisms.aft.triton_aft_local import local
 from attnbench.mechanisms.aft.triton_aft_scan import (
     Layout,
     channel_configs,
-    forward_states,
+    chunk_states,
     layout,
     load_state,
     load_tile,
+    per_tile,
+    prefix_state,
+    publish,
     scan_tile,
     tile_offsets,
+    unpublished,
 )
 from attnbench.mechanisms.problem import Problem
 from attnbench.mechanisms.registry import Unsupported
-from attnbench.mechanisms.triton_common import INTERPRETED_BLOCK, interpreted, launchable, scratch
+from attnbench.mechanisms.triton_common import launchable, scratch
 
 
 @triton.autotune(configs=channel_configs(), key=["C"], prune_configs_by=launchable(f"{__name__}:_simple_fwd_kernel"))
@@ -59,46 +63,6 @@ def _simple_fwd_kernel(
 
 
 @triton.jit
-def _prefix_state(p_agg, p_tiles, plane, i_b, j, NT, C, o_c, m_c):
-    """The state `(m, n, d)` of the tiles before tile j, from the earlier tiles' published states: walk
-    l = j−1, j−2, ... merging each tile's own state (`agg`) until a tile whose state covers everything up to
-    its end (`tiles`, the inclusive states) is reached. A lane waits while tile l has published neither."""
-    b_m = tl.full(o_c.shape, float("-inf"), tl.float32)
-    b_n = tl.zeros(o_c.shape, tl.float32)
-    b_d = tl.zeros(o_c.shape, tl.float32)
-    b_done = (o_c >= C) | (j == 0)  # the first tile has nothing before it
-    b_l = j - 1
-    while tl.min(b_done.to(tl.int32), axis=0) == 0:
-        live = (b_done == 0) & m_c
-        o_l = (i_b.to(tl.int64) * NT + b_l) * C + o_c
-        inc_m, inc_n, inc_d = _load_published(p_tiles, plane, o_l, live)
-        agg_m, agg_n, agg_d = _load_published(p_agg, plane, o_l, live)
-        has_inc = live & (inc_m == inc_m) & (inc_n == inc_n) & (inc_d == inc_d)
-        has_agg = live & (agg_m == agg_m) & (agg_n == agg_n) & (agg_d == agg_d)
-        step = tl.min((b_done | has_inc | has_agg).to(tl.int32), axis=0) == 1  # every live lane can move on
-        take = live & step
-        b_m2 = tl.where(take, tl.where(has_inc, inc_m, agg_m), float("-inf"))
-        b_M = tl.maximum(b_m, b_m2)
-        b_Ms = tl.where(b_M > float("-inf"), b_M, 0.0)  # both empty: keep (−inf, 0, 0) without −inf − (−inf)
-        b_f, b_f2 = tl.exp(b_m - b_Ms), tl.exp(b_m2 - b_Ms)
-        b_n = b_n * b_f + tl.where(take, tl.where(has_inc, inc_n, agg_n), 0.0) * b_f2
-        b_d = b_d * b_f + tl.where(take, tl.where(has_inc, inc_d, agg_d), 0.0) * b_f2
-        b_m = b_M
-        b_done = b_done | (take & has_inc)
-        b_l -= step.to(tl.int32)
-    return b_m, b_n, b_d
-
-
-@triton.jit
-def _load_published(p_s, plane, o, live):
-    """A published state, read past the caches (another program may have written it since); 0 off `live`."""
-    b_m = tl.load(p_s + o, mask=live, other=0.0, volatile=True)
-    b_n = tl.load(p_s + plane + o, mask=live, other=0.0, volatile=True)
-    b_d = tl.load(p_s + 2 * plane + o, mask=live, other=0.0, volatile=True)
-    return b_m, b_n, b_d
-
-
-@triton.jit
 def _simple_fwd_causal_kernel(
     p_q, p_k, p_v, p_y, p_agg, p_tiles, p_ticket, T, C, NT, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -116,14 +80,14 @@ def _simple_fwd_causal_kernel(
     b_k, b_v = load_tile(p_k, o, mask), load_tile(p_v, o, mask)
     b_none = tl.zeros([BLOCK_C], tl.float32)  # the tile on its own: from the empty state (−inf, 0, 0)
     b_m, _, _, _, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_none + float("-inf"), b_none, b_none)
-    _publish(p_agg, o_j, m_c, b_m)
-    _publish(p_agg + plane, o_j, m_c, b_n)
-    _publish(p_agg + 2 * plane, o_j, m_c, b_d)
-    b_m, b_n, b_d = _prefix_state(p_agg, p_tiles, plane, i_b, j, NT, C, o_c, m_c)
+    publish(p_agg, o_j, m_c, b_m)
+    publish(p_agg + plane, o_j, m_c, b_n)
+    publish(p_agg + 2 * plane, o_j, m_c, b_d)
+    b_m, b_n, b_d = prefix_state(p_agg, p_tiles, plane, i_b, j, NT, C, o_c, m_c)
     b_m, _, b_num, b_den, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d)
-    _publish(p_tiles, o_j, m_c, b_m)
-    _publish(p_tiles + plane, o_j, m_c, b_n)
-    _publish(p_tiles + 2 * plane, o_j, m_c, b_d)
+    publish(p_tiles, o_j, m_c, b_m)
+    publish(p_tiles + plane, o_j, m_c, b_n)
+    publish(p_tiles + 2 * plane, o_j, m_c, b_d)
     b_y = tl.sigmoid(load_tile(p_q, o, mask)) * b_num / b_den
     tl.store(p_y + o, b_y.to(p_y.dtype.element_ty), mask=mask)
 
@@ -178,13 +142,6 @@ def _simple_bwd_key_kernel(
         b_dv = b_e * b_r[None, :]
         tl.store(p_dv + o, b_dv.to(p_dv.dtype.element_ty), mask=mask)
         tl.store(p_dk + o, (b_dv * (load_tile(p_v, o, mask) - b_ybar[None, :])).to(p_dk.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _publish(p_x, o, mask, b_x):
-    """Store a carry for the tiles that look back at it; NaN marks "not yet written", so a NaN sum (from NaN
-    inputs) is published as +inf: the result is non-finite either way, and no reader waits forever."""
-    tl.store(p_x + o, tl.where(b_x == b_x, b_x, float("inf")), mask=mask)
 
 
 @triton.jit
@@ -243,29 +200,15 @@ def _simple_bwd_causal_kernel(
     tl.store(p_dq + o, (b_dy * b_ybar * b_s * (1 - b_s)).to(p_dq.dtype.element_ty), mask=mask)
     b_rho = b_dy * b_s / b_den
     b_z, b_z2 = tl.sum(b_rho, axis=0), tl.sum(b_rho * b_ybar, axis=0)
-    _publish(p_agg, o_j, m_c, b_z)
-    _publish(p_agg + plane, o_j, m_c, b_z2)
+    publish(p_agg, o_j, m_c, b_z)
+    publish(p_agg + plane, o_j, m_c, b_z2)
     b_h, b_h2 = _look_back(p_agg, p_incl, p_tiles, plane, i_b, j, b_M, NT, C, o_c, m_c)
-    _publish(p_incl, o_j, m_c, b_z + b_h)
-    _publish(p_incl + plane, o_j, m_c, b_z2 + b_h2)
+    publish(p_incl, o_j, m_c, b_z + b_h)
+    publish(p_incl + plane, o_j, m_c, b_z2 + b_h2)
     b_u = tl.cumsum(b_rho, axis=0, reverse=True) + b_h[None, :]
     b_u2 = tl.cumsum(b_rho * b_ybar, axis=0, reverse=True) + b_h2[None, :]
     tl.store(p_dv + o, (b_e * b_u).to(p_dv.dtype.element_ty), mask=mask)
     tl.store(p_dk + o, (b_e * (b_v * b_u - b_u2)).to(p_dk.dtype.element_ty), mask=mask)
-
-
-def _per_tile(lay: Layout, device) -> tuple[dict, tuple[int, int, int], torch.Tensor]:
-    """Config, grid and zeroed tickets of a one-tile-per-program causal kernel. The config is fixed: the
-    autotuner's reruns would find the tickets and published sums of the run before. 32 channels on 4 warps
-    compile to ~170 registers a thread (backward; 64 channels on 4 or 8 warps: 255 or ~190), no spills; untimed."""
-    meta = dict(BLOCK_C=INTERPRETED_BLOCK, num_warps=1) if interpreted() else dict(BLOCK_C=32, num_warps=4)
-    grid = Layout(lay.B, lay.T, lay.C, lay.block_t, 1).grid(meta)
-    return meta, grid, torch.zeros(lay.B * grid[0], dtype=torch.int32, device=device)
-
-
-def _unpublished(planes: int, lay: Layout, device) -> torch.Tensor:
-    """Per-tile sums that programs publish for one another, NaN until written ("not yet")."""
-    return torch.full((planes, lay.B, lay.nt, lay.C), float("nan"), dtype=torch.float32, device=device)
 
 
 def _forward(q, k, v, causal: bool, lay: Layout):
@@ -273,11 +216,11 @@ def _forward(q, k, v, causal: bool, lay: Layout):
     otherwise)."""
     y = scratch(q.shape, q.dtype, q.device)
     if not causal:
-        _, total, _ = forward_states(k, v, causal, lay)
+        _, total = chunk_states(k, v, lay)
         _simple_fwd_kernel[lay.grid](q, y, total, lay.T, lay.C, lay.nt, **lay.tiling())
         return y, total
-    meta, grid, tickets = _per_tile(lay, q.device)
-    agg, tiles = _unpublished(3, lay, q.device), _unpublished(3, lay, q.device)
+    meta, grid, tickets = per_tile(lay, q.device)
+    agg, tiles = unpublished(3, lay, q.device), unpublished(3, lay, q.device)
     _simple_fwd_causal_kernel[grid](q, k, v, y, agg, tiles, tickets, lay.T, lay.C, lay.nt, BLOCK_T=lay.block_t, **meta)
     return y, tiles
 
@@ -285,8 +228,8 @@ def _forward(q, k, v, causal: bool, lay: Layout):
 def _causal_backward(q, k, v, dy, dq, dk, dv, tiles, lay: Layout) -> None:
     """One program per tile, from the last; the tiles' own and inclusive reverse sums are published for the
     tiles before them."""
-    meta, grid, tickets = _per_tile(lay, q.device)
-    agg, incl = _unpublished(2, lay, q.device), _unpublished(2, lay, q.device)
+    meta, grid, tickets = per_tile(lay, q.device)
+    agg, incl = unpublished(2, lay, q.device), unpublished(2, lay, q.device)
     sizes = (lay.T, lay.C, lay.nt)
     _simple_bwd_causal_kernel[grid](
         q, k, v, dy, dq, dk, dv, tiles, agg, incl, tickets, *sizes, BLOCK_T=lay.block_t, **meta

@@ -1,18 +1,20 @@
-"""The chunked scan both AFT Triton kernels build on (AFT-simple in triton_aft, AFT-local in triton_aft_local).
+"""The scans both AFT Triton kernels build on (AFT-simple in triton_aft, AFT-local in triton_aft_local*).
 
 `q, k, v [B,T,H,d]` are read as `[B,T,C]` with the C = H·d channels contiguous. A program owns BLOCK_C channels
 of one batch row and a chunk of TILES_PER_CHUNK·BLOCK_T tokens, which it walks in `[BLOCK_T, BLOCK_C]` tiles:
 every load is a contiguous tile, and chunks give enough programs when B = 1 and T is long (`Layout`).
 
 The state of a run of tokens, per channel, is `(m, n, d)`: m the max of K over the run, `n = Σ e^{K−m}·V`,
-`d = Σ e^{K−m}`, all fp32. Two states merge exactly by rescaling to the larger m (`_merge`). Chunk states
-(`_chunk_state_kernel`: reads K, V) and their running merge (`_chunk_carry_kernel`) give each chunk the state of
-the tokens before it, and all tokens' total. A causal scan walks a chunk's tiles from its carry (`scan_tile`):
-a tile's rows share its scale `M = max(carry m, tile max of K)`, the running max at the tile's end.
+`d = Σ e^{K−m}`, all fp32. Two states merge exactly by rescaling to the larger m (`_merge`). Non-causal: chunk
+states (`_chunk_state_kernel`: reads K, V) and their running merge (`_chunk_carry_kernel`) give all tokens'
+total. A causal tile is scanned from the state before it (`scan_tile`): its rows share its scale
+`M = max(m before, tile max of K)`, the running max at the tile's end.
 
-Causal backward sums run in reverse, tile by tile, each step decaying by `e^{M_{j−1}−M_j} ≤ 1`; a chunk gets the
-sums of the chunks after it from `_bwd_carry_kernel` (`chunk_tails`). AFT-local uses all of this; causal AFT-simple
-uses only `scan_tile` and the tile helpers, one tile per program (triton_aft's look-back replaces the chunks).
+Causal forwards run one tile per program and find the state before their tile by a decoupled look-back on
+the states the earlier tiles publish (`publish`, `prefix_state`; README.md, "Causal backward"), keeping the state
+after every tile for the backward. AFT-local's causal backward sums run in reverse over chunks of tiles, each step
+decaying by `e^{M_{j−1}−M_j} ≤ 1`; a chunk gets the sums of the chunks after it from `_bwd_carry_kernel`
+(`chunk_tails`).
 """
 
 from __future__ import annotations
@@ -226,27 +228,74 @@ def chunk_states(k: torch.Tensor, v: torch.Tensor, lay: Layout) -> tuple[torch.T
     return carry, total
 
 
-def empty_carry(lay: Layout, device) -> torch.Tensor:
-    """The state before the only chunk: no tokens, `(−inf, 0, 0)` per channel."""
-    carry = torch.zeros(3, lay.B, 1, lay.C, dtype=torch.float32, device=device)
-    carry[0] = float("-inf")
-    return carry
-
-
-def forward_states(k: torch.Tensor, v: torch.Tensor, causal: bool, lay: Layout):
-    """`carry, total, tiles` for a forward: the chunks' carries and total (with one causal chunk, no pass: the
-    causal kernels read no total), and the buffer where a causal forward saves every tile's state (the total
-    itself when non-causal, which is all the backward needs then)."""
-    if causal and lay.nchunk == 1:
-        carry = total = empty_carry(lay, k.device)
-    else:
-        carry, total = chunk_states(k, v, lay)
-    tiles = lay.state(3, lay.nt, k.device) if causal else total
-    return carry, total, tiles
-
-
 def chunk_tails(z: torch.Tensor, tiles: torch.Tensor, lay: Layout) -> torch.Tensor:
     """`h [2, B, NCHUNK, C]`: the reverse sums entering each chunk from the chunks after it (causal)."""
     h = scratch(z.shape, z.dtype, z.device)
     _bwd_carry_kernel[lay.grid_rows](z, tiles, h, lay.C, lay.nt, lay.nchunk, TILES_PER_CHUNK=lay.tiles_per_chunk)
     return h
+
+
+# The decoupled look-back of the one-tile-per-program causal kernels (README.md, "Causal backward"): a tile
+# publishes its own summary, walks back over the published summaries of the tiles before it, and publishes the
+# summary of everything up to its end. NaN in a published buffer means "not written yet".
+
+
+@triton.jit
+def publish(p_x, o, mask, b_x):
+    """Store a carry for the tiles that look back at it; NaN marks "not yet written", so a NaN sum (from NaN
+    inputs) is published as +inf: the result is non-finite either way, and no reader waits forever."""
+    tl.store(p_x + o, tl.where(b_x == b_x, b_x, float("inf")), mask=mask)
+
+
+@triton.jit
+def prefix_state(p_agg, p_tiles, plane, i_b, j, NT, C, o_c, m_c):
+    """The state `(m, n, d)` of the tiles before tile j, from the earlier tiles' published states: walk
+    l = j−1, j−2, ... merging each tile's own state (`agg`) until a tile whose state covers everything up to
+    its end (`tiles`, the inclusive states) is reached. A lane waits while tile l has published neither."""
+    b_m = tl.full(o_c.shape, float("-inf"), tl.float32)
+    b_n = tl.zeros(o_c.shape, tl.float32)
+    b_d = tl.zeros(o_c.shape, tl.float32)
+    b_done = (o_c >= C) | (j == 0)  # the first tile has nothing before it
+    b_l = j - 1
+    while tl.min(b_done.to(tl.int32), axis=0) == 0:
+        live = (b_done == 0) & m_c
+        o_l = (i_b.to(tl.int64) * NT + b_l) * C + o_c
+        inc_m, inc_n, inc_d = loadpublished(p_tiles, plane, o_l, live)
+        agg_m, agg_n, agg_d = loadpublished(p_agg, plane, o_l, live)
+        has_inc = live & (inc_m == inc_m) & (inc_n == inc_n) & (inc_d == inc_d)
+        has_agg = live & (agg_m == agg_m) & (agg_n == agg_n) & (agg_d == agg_d)
+        step = tl.min((b_done | has_inc | has_agg).to(tl.int32), axis=0) == 1  # every live lane can move on
+        take = live & step
+        b_m2 = tl.where(take, tl.where(has_inc, inc_m, agg_m), float("-inf"))
+        b_M = tl.maximum(b_m, b_m2)
+        b_Ms = tl.where(b_M > float("-inf"), b_M, 0.0)  # both empty: keep (−inf, 0, 0) without −inf − (−inf)
+        b_f, b_f2 = tl.exp(b_m - b_Ms), tl.exp(b_m2 - b_Ms)
+        b_n = b_n * b_f + tl.where(take, tl.where(has_inc, inc_n, agg_n), 0.0) * b_f2
+        b_d = b_d * b_f + tl.where(take, tl.where(has_inc, inc_d, agg_d), 0.0) * b_f2
+        b_m = b_M
+        b_done = b_done | (take & has_inc)
+        b_l -= step.to(tl.int32)
+    return b_m, b_n, b_d
+
+
+@triton.jit
+def loadpublished(p_s, plane, o, live):
+    """A published state, read past the caches (another program may have written it since); 0 off `live`."""
+    b_m = tl.load(p_s + o, mask=live, other=0.0, volatile=True)
+    b_n = tl.load(p_s + plane + o, mask=live, other=0.0, volatile=True)
+    b_d = tl.load(p_s + 2 * plane + o, mask=live, other=0.0, volatile=True)
+    return b_m, b_n, b_d
+
+
+def per_tile(lay: Layout, device) -> tuple[dict, tuple[int, int, int], torch.Tensor]:
+    """Config, grid and zeroed tickets of a one-tile-per-program causal kernel. The config is fixed: the
+    autotuner's reruns would find the tickets and published sums of the run before. 32 channels on 4 warps
+    compile to ~170 registers a thread (backward; 64 channels on 4 or 8 warps: 255 or ~190), no spills; untimed."""
+    meta = dict(BLOCK_C=INTERPRETED_BLOCK, num_warps=1) if interpreted() else dict(BLOCK_C=32, num_warps=4)
+    grid = Layout(lay.B, lay.T, lay.C, lay.block_t, 1).grid(meta)
+    return meta, grid, torch.zeros(lay.B * grid[0], dtype=torch.int32, device=device)
+
+
+def unpublished(planes: int, lay: Layout, device) -> torch.Tensor:
+    """Per-tile sums that programs publish for one another, NaN until written ("not yet")."""
+    return torch.full((planes, lay.B, lay.nt, lay.C), float("nan"), dtype=torch.float32, device=device)

@@ -1,7 +1,10 @@
 """AFT-local's Triton kernel at its edges: learned biases far below 0 (where a "global sums minus band" form
-cancels to rounding noise), and band offsets past 2³¹ at the longest sequence the spec allows a window for.
+cancels to rounding noise), values about a large mean (where the backward's `ρ·(V − ȳ)` cancels), gradients
+scaled as fp16 loss scaling scales them (ρ past fp16's range), and band offsets past 2³¹ at the longest
+sequence the spec allows a window for.
 
-Under TRITON_INTERPRET=1 (tests/conftest.py) on a CPU; fp32 against the float64 reference, forward and backward.
+Under TRITON_INTERPRET=1 (tests/conftest.py) on a CPU; fp32 and fp16 against the float64 reference on the same
+values, forward and backward.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from attnbench.mechanisms.aft import triton_aft_local  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FP32_TOLERANCE = 1e-4  # the registry's fp32 relative L2 error against float64
+FP16_TOLERANCE = 4e-3  # and its fp16 one
 
 
 def _gradients(fn, inputs, grad_out):
@@ -60,6 +64,47 @@ def test_very_negative_bias_matches_float64(bias_mean, T, window, causal, seed):
     # dw: its entries scale with e^w, so compare against the largest reference entry rather than the L2 norm alone.
     rel, _ = numerics.errors(got[4], want[4])
     assert rel <= FP32_TOLERANCE, f"dw_band: relative error {rel:.2e} at bias mean {bias_mean}"
+
+
+def _fp16_case(q, k, v, w_band, grad_out, window, causal):
+    """Every output and gradient of the fp16 kernel against float64 on the same (fp16-rounded) values."""
+    inputs = [t.half() for t in (q, k, v, w_band)]
+    got = _gradients(lambda *t: triton_aft_local.local(*t, window, causal, tiles_per_chunk=1), inputs, grad_out)
+    want = _gradients(
+        lambda *t: ref.local(*t, window=window, causal=causal),
+        [t.double() for t in inputs],
+        grad_out.half().double(),
+    )
+    names = ("out", "dq", "dk", "dv", "dw")
+    return {name: numerics.errors(g, w)[0] for name, g, w in zip(names, got, want, strict=True)}
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_values_about_a_large_mean_keep_fp16_accuracy(causal, seed):
+    """V = 40 + noise: dK and the bias gradient are sums of `ρ·e^K·(V_t' − ȳ_t)`, about 1 where `ρ·e^K·V` is
+    about 40. Band products taken about each tile's mean keep fp16's accuracy in the difference; formed as
+    `V·ρ − ρ·ȳ` with fp16 operands they lose five bits of it (an error of about 40·2⁻¹¹ of the result)."""
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+    T, window = 37, 5
+    q, k, v = (torch.randn(2, T, 2, 8, device=DEVICE, generator=gen) for _ in range(3))
+    w_band = 0.1 * torch.randn(T, 2 * window - 1, device=DEVICE, generator=gen)
+    grad_out = torch.randn(q.shape, device=DEVICE, generator=gen)
+    rel = _fp16_case(q, k, 40.0 + v, w_band, grad_out, window, causal)
+    assert all(r <= FP16_TOLERANCE for r in rel.values()), rel  # NaN (non-finite output) fails too
+
+
+def test_loss_scaled_gradients_do_not_overflow_fp16(seed):
+    """fp16 training scales the loss (here by 2¹⁴) so that small gradients survive; with a first key far below
+    the tile's largest, `ρ = dY·σ(Q)/den` of the first row is about 10⁷, past fp16's 65504. The band products
+    scale their operands before rounding them to fp16, so every gradient stays finite and accurate."""
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+    T, window = 37, 5
+    q, k, v = (torch.randn(1, T, 2, 8, device=DEVICE, generator=gen) for _ in range(3))
+    k[:, 0] = -6.0
+    w_band = 0.1 * torch.randn(T, 2 * window - 1, device=DEVICE, generator=gen)
+    grad_out = 2.0**14 * torch.randn(q.shape, device=DEVICE, generator=gen).clamp(-3, 3)
+    rel = _fp16_case(q, k, v, w_band, grad_out, window, causal=True)
+    assert all(r <= FP16_TOLERANCE for r in rel.values()), rel  # NaN (non-finite output) fails too
 
 
 @triton.jit

@@ -1,6 +1,6 @@
-"""The look-backs of the causal AFT-simple kernels, on hand-made published values: the forward's
-(`triton_aft._prefix_state`, the state of the tiles before a tile) and the backward's (`triton_aft._look_back`,
-the reverse sums of the tiles after it).
+"""The look-backs of the causal AFT kernels, on hand-made published values: the forward's
+(`triton_aft_scan.prefix_state`, the state of the tiles before a tile, in AFT-simple's and AFT-local's causal
+forward) and AFT-simple's backward's (`triton_aft._look_back`, the reverse sums of the tiles after it).
 
 The kernel tests run the interpreter's programs one after another, so every tile finds its neighbour already
 finished and takes its inclusive value in one step. Here some tiles have published only their own value, on
@@ -23,7 +23,8 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 
 import triton.language as tl  # noqa: E402
 
-from attnbench.mechanisms.aft.triton_aft import _look_back, _prefix_state  # noqa: E402
+from attnbench.mechanisms.aft.triton_aft import _look_back  # noqa: E402
+from attnbench.mechanisms.aft.triton_aft_scan import prefix_state  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NT, C, BLOCK_C = 7, 5, 8  # 3 lanes off the tensor
@@ -73,10 +74,10 @@ def test_look_back_adds_later_tiles_until_an_inclusive_sum(keep_inclusive, seed)
 
 @triton.jit
 def _prefix_probe(p_agg, p_tiles, p_out, j, NT, C, BLOCK_C: tl.constexpr):
-    """`_prefix_state` for tile j of batch row 0; writes `(m, n, d)` to `out [3, C]`."""
+    """`prefix_state` for tile j of batch row 0; writes `(m, n, d)` to `out [3, C]`."""
     o_c = tl.arange(0, BLOCK_C)
     m_c = o_c < C
-    b_m, b_n, b_d = _prefix_state(p_agg, p_tiles, NT * C, tl.program_id(0), j, NT, C, o_c, m_c)
+    b_m, b_n, b_d = prefix_state(p_agg, p_tiles, NT * C, tl.program_id(0), j, NT, C, o_c, m_c)
     tl.store(p_out + o_c, b_m, mask=m_c)
     tl.store(p_out + C + o_c, b_n, mask=m_c)
     tl.store(p_out + 2 * C + o_c, b_d, mask=m_c)
