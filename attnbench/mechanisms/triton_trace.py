@@ -36,16 +36,17 @@ DTYPES = ("fp32", "tf32", "fp16", "bf16")
 # The parameter sets a decode kernel is traced with, per mechanism (its compiled kernels depend on them): TPA's
 # key/value ranks of suites/decode.yaml. A mechanism not named here is traced at its defaults.
 DECODE_TRACE = {"tpa": ({"R_k": 1, "R_v": 1}, {"R_k": 2, "R_v": 2}, {"R_k": 4, "R_v": 4})}
-# A decode kernel holds q_len·H query rows at once: one new token over TRACE_HEADS heads is the fewest rows traced,
-# MAX_Q_LEN new tokens over the decode suite's 32 heads the most (128 rows: the largest tiles, the most shared
-# memory and registers).
-DECODE_SHAPES = ((1, TRACE_HEADS), (MAX_Q_LEN, 32))
+# A decode kernel holds q_len·H query rows at once, padded to a power of two, and its tiles follow: one new token
+# over TRACE_HEADS heads (16 rows), one and two over the decode suite's 32 heads (32 and 64: the suite's own
+# launches), and MAX_Q_LEN new tokens over 32 heads (128 rows: the largest tiles, the most shared memory and
+# registers).
+DECODE_SHAPES = ((1, TRACE_HEADS), (1, 32), (2, 32), (MAX_Q_LEN, 32))
 
 
 @dataclass(frozen=True)
 class Case:
     """One problem a launch was traced in: mechanism, variant, causal, head width d and suite dtype name; for a
-    decode step, the new tokens `q_len` (0: a forward and backward over the whole sequence)."""
+    decode step, the new tokens `q_len` (0: a forward and backward over the whole sequence) and the heads."""
 
     mechanism: str
     variant: str
@@ -53,10 +54,11 @@ class Case:
     d: int
     dtype: str
     q_len: int = 0
+    heads: int = TRACE_HEADS
 
     def describe(self) -> str:
         variant = f":{self.variant}" if self.variant else ""
-        decode = f" decode q_len={self.q_len}" if self.q_len else ""
+        decode = f" decode H={self.heads} q_len={self.q_len}" if self.q_len else ""
         return f"{self.mechanism}{variant} {'causal' if self.causal else 'non-causal'} d={self.d} {self.dtype}{decode}"
 
 
@@ -199,7 +201,7 @@ def _decode_cases(mechanism: registry.Mechanism, impl: registry.Impl):
             continue
         if impl.unsupported_reason(problem, Mode.DECODE, dtype) is None:
             variant = ",".join(f"{key}={value}" for key, value in params.items())
-            yield Case(mechanism.name, variant, True, d, dtype, q_len=q_len), mechanism, impl, problem
+            yield Case(mechanism.name, variant, True, d, dtype, q_len=q_len, heads=heads), mechanism, impl, problem
 
 
 def trace(case: Case, mechanism: registry.Mechanism, impl: registry.Impl, problem: Problem) -> list[Launch]:

@@ -107,6 +107,9 @@ LOCAL = [  # B, T, H, d, window, tiles per chunk, dtypes
     pytest.param(1, 70, 1, 10, 20, 2, ("fp32",), id="T70-s20-band-wider-than-a-tile"),
     pytest.param(1, 17, 3, 2, 17, None, ("fp16",), id="T17-s17-window-is-T"),
     pytest.param(2, 1, 2, 3, 1, None, ("fp32", "fp16"), id="T1-s1"),
+    # One row tile: the band gradient's (row tile, key tile) pairs alone would not fill the (stand-in) GPU, so its
+    # batch rows run in groups whose partial sums are added afterwards.
+    pytest.param(3, 9, 2, 4, 3, None, ("fp32", "fp16"), id="T9-B3-band-gradient-in-batch-groups"),
 ]
 
 
