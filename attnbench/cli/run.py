@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -14,7 +15,12 @@ from attnbench.cli.errors import InputError
 @click.argument("suite_path", metavar="SUITE", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", "out_dir", default="results", show_default=True, help="Folder for the new run folder.")
 @click.option("--dry-run", is_flag=True, help="Print the expanded cases and exit; nothing is measured or written.")
-@click.option("--only", multiple=True, help="Mechanisms to keep (NAME or NAME:VARIANT); repeatable or comma list.")
+@click.option(
+    "--only",
+    multiple=True,
+    help="Mechanisms to keep: NAME or NAME:VARIANT, optionally with [PARAM=VALUE,...] (e.g. 'tpa[R_k=2,R_v=2]'); "
+    "repeatable or comma list.",
+)
 @click.option("--impl", "impls", multiple=True, help="Implementations to keep; repeatable or comma list.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an axis or key: T=1024,2048.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -234,6 +240,11 @@ def _print_cases(suite) -> None:
     click.echo(f"{len(suite.cases)} cases from {suite.path} on {suite.device}")
 
 
+# A comma separates values of a repeatable option, except inside a bracket: "a,tpa[R_k=1,R_v=1]" is two values.
+VALUE_SEPARATOR = re.compile(r",(?![^\[]*\])")
+
+
 def split_values(values: tuple[str, ...]) -> tuple[str, ...]:
-    """The values of a repeatable option, each of which may also be a comma-separated list."""
-    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+    """The values of a repeatable option, each of which may also be a comma-separated list (commas inside a
+    `[PARAM=VALUE,...]` bracket of `--only` do not split)."""
+    return tuple(part.strip() for value in values for part in VALUE_SEPARATOR.split(value) if part.strip())

@@ -92,5 +92,5 @@ def _check_selects_one(arguments: dict, row: dict, resolved: dict) -> None:
         found = "not among them" if row["case_id"] not in ids else "among others"
         raise InputError(
             f"{where}: {arguments['suite']} as it is now expands to {len(ids)} case(s) with these options, this "
-            f"case {found} (the suite changed since the run, or it sweeps a parameter that --only cannot pin)"
+            f"case {found} (the suite changed since the run, or it sweeps something these options do not pin)"
         )

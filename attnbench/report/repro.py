@@ -1,9 +1,10 @@
 """The command that re-runs one case of a run: the run's own suite file and options, narrowed to that case.
 
-A case is narrowed with the options `attnbench run` already has: `--only` picks the mechanism (and its variant),
-`--impl` the implementation, and `--set` pins the mode, level, dtype, causal flag and shape to the case's single
-values. The run's own `--set` values come first, so its timing and limits are kept, and the case's values
-override its sweep. `attnbench show RUN --repro CASE` prints the command after checking, by expanding the suite
+A case is narrowed with the options `attnbench run` already has: `--only` picks the mechanism, its variant and
+its other parameters (`tpa[R_k=2,R_v=2]`: two entries of one mechanism may differ only there), `--impl` the
+implementation, and `--set` pins the mode, level, dtype, causal flag and shape to the case's single values.
+The run's own `--set` values come first, so its timing and limits are kept, and the case's values override its
+sweep. `attnbench show RUN --repro CASE` prints the command after checking, by expanding the suite
 again, that it selects exactly this case (see `attnbench.cli.show`).
 """
 
@@ -28,6 +29,13 @@ def mechanism_label(row: Mapping[str, Any]) -> str:
     """What `--only` matches the row's case by: "name:variant" for a variant, else the name."""
     variant = row.get("variant") or ""
     return f"{row['mechanism']}:{variant}" if variant else str(row["mechanism"])
+
+
+def only_label(row: Mapping[str, Any]) -> str:
+    """What `--only` selects exactly the row's mechanism entry by: its label and, in a bracket, every parameter
+    other than the variant ("tpa[R_k=2,R_v=2]")."""
+    own = ",".join(f"{key}={value}" for key, value in (row.get("params") or {}).items() if key != "variant")
+    return mechanism_label(row) + (f"[{own}]" if own else "")
 
 
 def case_overrides(row: Mapping[str, Any]) -> list[str]:
@@ -58,7 +66,7 @@ def repro_arguments(meta: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str
         "suite": str(suite["path"]),
         "device": suite.get("device") or selection.get("device") or "auto",
         "overrides": [*settings, *case_overrides(row)],
-        "only": [mechanism_label(row)],
+        "only": [only_label(row)],
         "impls": [str(row["impl"])],
     }
 

@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,32 +232,3 @@ def expand_cases(ctx: ErrorContext, spec: SuiteSpec, device: str) -> list[Case]:
 def _q_lens(spec: SuiteSpec, mode: Mode) -> list[int | None]:
     """The new tokens per step a decode mode is measured with (the suite's `q_len`); one None for other modes."""
     return list(spec.q_len) if mode is Mode.DECODE else [None]
-
-
-def _labels(case: Case) -> tuple[str, str]:
-    """The names `--only` matches a case by: its mechanism, and `mechanism:variant` (the name alone when the
-    mechanism has no variants)."""
-    mechanism = registry.get(case.problem.mechanism)
-    variant = mechanism.variant(case.problem)
-    return case.problem.mechanism, f"{case.problem.mechanism}:{variant}" if variant else case.problem.mechanism
-
-
-def filter_cases(ctx: ErrorContext, cases: list[Case], only: Sequence[str], impls: Sequence[str]) -> list[Case]:
-    """The cases `--only` (mechanisms) and `--impl` (implementations) keep; a filter matching nothing is an
-    error listing what the suite has."""
-    if only:
-        labels = [_labels(case) for case in cases]
-        existing = sorted({name for pair in labels for name in pair})
-        for wanted in only:
-            if not any(wanted in pair for pair in labels):
-                raise ctx.error("--only", "matches no mechanism of this suite", wanted, existing)
-        cases = [case for case, pair in zip(cases, labels, strict=True) if any(wanted in pair for wanted in only)]
-    if impls:
-        existing = sorted({case.impl for case in cases})
-        for wanted in impls:
-            if wanted not in existing:
-                raise ctx.error("--impl", "matches no implementation of this suite", wanted, existing)
-        cases = [case for case in cases if case.impl in impls]
-    if not cases:
-        raise ctx.error("", "expands to zero cases", {"only": list(only), "impls": list(impls)})
-    return cases

@@ -28,9 +28,10 @@ from pydantic import ValidationError
 
 from attnbench.suite.case import Case, Limits, TimingSettings
 from attnbench.suite.errors import NO_VALUE, ErrorContext, Loc, SuiteError, raise_all, validation_lines
-from attnbench.suite.expand import expand_cases, filter_cases
+from attnbench.suite.expand import expand_cases
 from attnbench.suite.reader import parse_yaml, read_suite_file
 from attnbench.suite.schema import ALTERNATIVES, AXES, DEFAULT_DTYPES, DEVICES, FIXED_KEYS, OVERRIDABLE, SuiteSpec
+from attnbench.suite.select import filter_cases
 from attnbench.suite.shapes import check_size, sweep_shapes
 from attnbench.suite.task_cases import check_task, expand_task_cases
 

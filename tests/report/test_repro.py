@@ -72,3 +72,40 @@ def test_a_run_that_recorded_no_options_is_reproduced_with_its_resolved_settings
     (copy / "meta.json").write_text(json.dumps(meta))
     refused = CliRunner().invoke(cli, ["show", str(copy), "--repro", row["case_id"]])
     assert refused.exit_code == 2 and "timing" in refused.output
+
+
+TWO_TPA_ENTRIES = """
+name: two-ranks
+mechanisms:
+  - name: tpa
+    params: {R_k: 1, R_v: 1}
+  - name: tpa
+    params: {R_k: 2, R_v: 2}
+impls: [reference]
+modes: fwd
+dtypes: fp32
+sweep: {T: 16, H: 2, d: 8, B: 1}
+timing: {warmup_ms: 1, rep_ms: 2, min_reps: 2, max_reps: 5, flush_l2: false}
+"""
+
+
+def test_entries_differing_only_in_a_parameter_are_reproduced_one_by_one(tmp_path):
+    """Two TPA entries differ only in their ranks (no variant tells them apart): the command pins the ranks in
+    `--only`'s bracket and re-runs exactly the chosen case."""
+    suite_file = tmp_path / "two.yaml"
+    suite_file.write_text(TWO_TPA_ENTRIES)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["run", str(suite_file), "--device", "cpu", "-o", str(tmp_path / "results")])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = (tmp_path / "results").iterdir()
+    row = next(r for r in _rows(run_dir) if r["params"]["R_k"] == 2)
+    shown = runner.invoke(cli, ["show", str(run_dir), "--repro", row["case_id"]])
+    assert shown.exit_code == 0, shown.output
+    words = shlex.split(shown.output.strip())
+    assert "tpa[" in words[words.index("--only") + 1] and "R_k=2" in words[words.index("--only") + 1]
+    again_dir = tmp_path / "again"
+    words[words.index("-o") + 1] = str(again_dir)
+    second = runner.invoke(cli, words[1:])
+    assert second.exit_code == 0, second.output
+    (new_run,) = again_dir.iterdir()
+    assert [r["case_id"] for r in _rows(new_run)] == [row["case_id"]]

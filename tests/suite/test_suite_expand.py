@@ -119,6 +119,39 @@ def test_filter_by_aft_variant(tmp_path):
     assert {c.problem.params["variant"] for c in suite.cases} == {"simple"}
 
 
+TWO_RANKS = (
+    "name: x\nmechanisms: [{name: tpa, params: {R_k: [1, 2], R_v: 2}}]\n"
+    "impls: [reference]\nsweep: {T: 16, H: 2, d: 8}\n"
+)
+
+
+def test_filter_by_parameters_in_a_bracket(tmp_path):
+    """Two entries of one mechanism differing only in a non-variant parameter: the bracket picks one."""
+    suite = load_text(tmp_path, TWO_RANKS, only=["tpa[R_k=2,R_v=2]"])
+    assert {(c.problem.params["R_k"], c.problem.params["R_v"]) for c in suite.cases} == {(2, 2)}
+    assert {c.problem.params["R_k"] for c in load_text(tmp_path, TWO_RANKS, only=["tpa"]).cases} == {1, 2}
+    local = "name: x\nmechanisms: [{name: aft, params: {variant: local, window: [3, 5]}}]\nsweep: {T: 16, H: 2, d: 8}\n"
+    suite = load_text(tmp_path, local, only=["aft:local[window=5,t_max=null]"])
+    assert {c.problem.params["window"] for c in suite.cases} == {5}
+
+
+def test_a_bracket_naming_an_unknown_parameter_or_value_is_an_error(tmp_path):
+    assert "tpa has no parameter R_x" in error_of(tmp_path, TWO_RANKS, only=["tpa[R_x=2]"])
+    assert "allowed: R_k, R_q, R_v, rope_base" in error_of(tmp_path, TWO_RANKS, only=["tpa[R_x=2]"])
+    assert "matches no mechanism" in error_of(tmp_path, TWO_RANKS, only=["tpa[R_k=3]"])
+    assert "PARAM=VALUE" in error_of(tmp_path, TWO_RANKS, only=["tpa[R_k]"])
+
+
+def test_commas_inside_a_bracket_do_not_split_option_values():
+    from attnbench.cli.run import split_values
+
+    assert split_values(("mha,tpa[R_k=1,R_v=2]", "aft:local[window=5]")) == (
+        "mha",
+        "tpa[R_k=1,R_v=2]",
+        "aft:local[window=5]",
+    )
+
+
 def test_a_mechanism_without_a_causal_form_gives_unsupported_cases(tmp_path):
     text = "name: x\nmechanisms: [{name: xca}]\nimpls: [reference]\ncausal: [false, true]\nsweep: {T: 16, H: 2, d: 8}\n"
     suite = load_text(tmp_path, text)
