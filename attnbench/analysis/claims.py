@@ -231,7 +231,7 @@ def _side_row(claim: Claim, rows: pd.DataFrame, which: str) -> tuple[pd.Series |
             chosen = chosen[chosen[key] == value]
     described = " ".join(f"{key}={value}" for key, value in selector.items())
     if chosen.empty:
-        return None, f"{which} ({described}): no such row in this run"
+        return None, f"{which} ({described}): no such row in this run{_absent(selector, rows)}"
     if len(chosen) > 1:
         raise AnalysisError(
             f"claim {claim.name}: {which} ({described}) matches {len(chosen)} rows of one run; "
@@ -243,6 +243,23 @@ def _side_row(claim: Claim, rows: pd.DataFrame, which: str) -> tuple[pd.Series |
         reason = f": {row['reason']}" if isinstance(row.get("reason"), str) and row["reason"] else ""
         return None, f"{which} ({described}) did not run: {row['status']}{reason}"[:300]
     return row, ""
+
+
+def _absent(selector: Mapping[str, Any], rows: pd.DataFrame) -> str:
+    """Which of the selector's shape and setting values no row of the run has, with the values it has ("; the
+    run has H 8, d 32"), so that the `--set` that would measure the claim is plain; empty when each value
+    occurs in some row (the combination is what is missing)."""
+    missing = []
+    for key, value in selector.items():
+        if key in rows and key != "params" and not (rows[key] == value).any():
+            present = sorted({_field_value(each) for each in rows[key].dropna().unique()})
+            missing.append(f"{key} {', '.join(present[:6])}{' ...' if len(present) > 6 else ''}")
+    return f"; the run has {'; '.join(missing)}" if missing else ""
+
+
+def _field_value(value: Any) -> str:
+    """A row value as a suite writes it (a whole number read back as a float shows as the integer)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _holds(params: Any, wanted: Any) -> bool:

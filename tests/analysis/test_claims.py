@@ -99,6 +99,17 @@ def test_a_side_that_did_not_run_is_not_measured_here(tmp_path):
     assert "oom" in memory.note and "numerator" in memory.note
 
 
+def test_a_run_at_other_shapes_says_which_values_it_has(tmp_path):
+    """A run of the suite at its CPU shapes (here H = 4) has no row for a claim at H = 8: the note names the values
+    the run has, so that the `--set` which would measure the claim is plain."""
+    rows = layer_rows(memory_ratio=125.0, time_ratio=40.0)
+    for row in rows:
+        row["H"], row["d"] = 4, 96
+    memory = outcomes_of(tmp_path, rows)["memory-16k"]
+    assert memory.verdict == "not measured here"
+    assert "no such row" in memory.note and memory.note.endswith("the run has H 4")
+
+
 def test_a_time_claim_about_another_device_is_not_measured_on_this_one(tmp_path):
     found = outcomes_of(tmp_path, layer_rows(memory_ratio=125.0, time_ratio=40.0), device="cpu")
     assert found["time-16k"].verdict == "not measured here"
