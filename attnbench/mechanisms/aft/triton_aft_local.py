@@ -26,10 +26,8 @@ from attnbench.mechanisms.aft.triton_aft_scan import (
     layout,
     load_state,
     load_tile,
+    look_back_tile,
     per_tile,
-    prefix_state,
-    publish,
-    scan_tile,
     tile_offsets,
     unpublished,
 )
@@ -66,31 +64,15 @@ def _local_fwd_causal_kernel(
     p_q, p_k, p_v, p_y, p_cb, p_g, p_agg, p_tiles, p_ticket, T, C, NT, S, W,
     DOT_PRECISION: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Causal, one tile per program in one pass over Q, K, V (AFT-simple's look-back, triton_aft_scan):
-    publish the tile's own state, look back for the state before it, publish the state after it (`tiles [3,
-    B, NT, C]`, which the backward recomputes from and takes its centres from), add the band, write Y. Tiles are
-    taken from the sequence's start in the order programs start, so a program only waits on running ones."""
-    i_c, i_b = tl.program_id(0), tl.program_id(2)
-    j = tl.atomic_add(p_ticket + i_b * tl.num_programs(0) + i_c, 1)
-    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m_c = o_c < C
-    plane = tl.num_programs(2).to(tl.int64) * NT * C
-    o, mask = tile_offsets(i_b, j * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
-    o_j = (i_b.to(tl.int64) * NT + j) * C + o_c
-    b_k, b_v = load_tile(p_k, o, mask), load_tile(p_v, o, mask)
-    b_none = tl.zeros([BLOCK_C], tl.float32)  # the tile on its own: from the empty state (−inf, 0, 0)
-    b_m, _, _, _, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_none + float("-inf"), b_none, b_none)
-    publish(p_agg, o_j, m_c, b_m)
-    publish(p_agg + plane, o_j, m_c, b_n)
-    publish(p_agg + 2 * plane, o_j, m_c, b_d)
-    b_m, b_n, b_d = prefix_state(p_agg, p_tiles, plane, i_b, j, NT, C, o_c, m_c)
-    b_m, _, b_num, b_den, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d)
-    publish(p_tiles, o_j, m_c, b_m)
-    publish(p_tiles + plane, o_j, m_c, b_n)
-    publish(p_tiles + 2 * plane, o_j, m_c, b_d)
+    """Causal, one tile per program in one pass over Q, K, V: the tile's rows' global sums from AFT-simple's
+    look-back (`look_back_tile`, which keeps the state after every tile: the backward recomputes from it and
+    takes its centres from it), then the band, then Y."""
+    i_b, t0, o_c, m_c, o, mask, b_m, b_num, b_den, b_n, b_d = look_back_tile(
+        p_k, p_v, p_agg, p_tiles, p_ticket, T, C, NT, BLOCK_T, BLOCK_C
+    )
     b_mu = centre(b_n, b_d)
     b_num, b_den, _ = row_sums(
-        p_k, p_v, p_cb, p_g, i_b, j * BLOCK_T, T, C, o_c, m_c, b_m, b_mu, b_num, b_den, S, W,
+        p_k, p_v, p_cb, p_g, i_b, t0, T, C, o_c, m_c, b_m, b_mu, b_num, b_den, S, W,
         True, DOT_PRECISION, BLOCK_T, BLOCK_C,
     )  # fmt: skip
     b_y = tl.sigmoid(load_tile(p_q, o, mask)) * (b_mu[None, :] + b_num / b_den)

@@ -287,6 +287,35 @@ def loadpublished(p_s, plane, o, live):
     return b_m, b_n, b_d
 
 
+@triton.jit
+def look_back_tile(p_k, p_v, p_agg, p_tiles, p_ticket, T, C, NT, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The shared start of a one-pass causal forward, one tile per program: take the next tile from the
+    sequence's start (a ticket per channel block and batch row, in the order programs start, so a program only
+    ever waits on programs already running), publish its own state, look back for the state before it, and
+    publish the state after it (`tiles [3, B, NT, C]`, which the backward recomputes from). Returns the batch
+    row, the tile's first token, its channels and their mask, its element offsets and mask, its scale M, its
+    rows' `num, den` relative to M and the state after it `(n, d)`."""
+    i_c, i_b = tl.program_id(0), tl.program_id(2)
+    j = tl.atomic_add(p_ticket + i_b * tl.num_programs(0) + i_c, 1)
+    o_c = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_c = o_c < C
+    plane = tl.num_programs(2).to(tl.int64) * NT * C
+    o, mask = tile_offsets(i_b, j * BLOCK_T, T, C, o_c, m_c, BLOCK_T)
+    o_j = (i_b.to(tl.int64) * NT + j) * C + o_c
+    b_k, b_v = load_tile(p_k, o, mask), load_tile(p_v, o, mask)
+    b_none = tl.zeros([BLOCK_C], tl.float32)  # the tile on its own: from the empty state (−inf, 0, 0)
+    b_m, _, _, _, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_none + float("-inf"), b_none, b_none)
+    publish(p_agg, o_j, m_c, b_m)
+    publish(p_agg + plane, o_j, m_c, b_n)
+    publish(p_agg + 2 * plane, o_j, m_c, b_d)
+    b_m, b_n, b_d = prefix_state(p_agg, p_tiles, plane, i_b, j, NT, C, o_c, m_c)
+    b_m, _, b_num, b_den, b_n, b_d = scan_tile(b_k, b_v, mask, m_c, b_m, b_n, b_d)
+    publish(p_tiles, o_j, m_c, b_m)
+    publish(p_tiles + plane, o_j, m_c, b_n)
+    publish(p_tiles + 2 * plane, o_j, m_c, b_d)
+    return i_b, j * BLOCK_T, o_c, m_c, o, mask, b_m, b_num, b_den, b_n, b_d
+
+
 def per_tile(lay: Layout, device) -> tuple[dict, tuple[int, int, int], torch.Tensor]:
     """Config, grid and zeroed tickets of a one-tile-per-program causal kernel. The config is fixed: the
     autotuner's reruns would find the tickets and published sums of the run before. 32 channels on 4 warps
