@@ -287,27 +287,6 @@ def _carry(num: torch.Tensor, den: torch.Tensor, m: torch.Tensor) -> tuple[torch
     return carries[0], carries[1]
 
 
-def band_weights(w: torch.Tensor, window: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`w [T, 2s−1]` -> `g [T]`, the weight of the global sums, and `band [T, 2s−1]`, the band's `C`, for a
-    kernel in the band form `g·Σ_all + Σ_band C·(...)`. That form cancels when `w ≪ 0` (`C → −e^{−m}`); `local`
-    above does not use it.
-
-    Row t subtracts `m_t = max(0, max over its valid band entries of w)`: `g_t = e^{−m_t}` and
-    `band[t, j] = e^{w[t,j] − m_t} − e^{−m_t}` where key `t + j − s + 1` exists (and, causal, `j < s`), else 0.
-    """
-    T, s = w.shape[0], window
-    offsets = torch.arange(2 * s - 1, device=w.device) - (s - 1)  # (2s−1,): t' − t of each column
-    keys = torch.arange(T, device=w.device)[:, None] + offsets  # (T, 2s−1)
-    valid = (keys >= 0) & (keys < T)
-    if causal:
-        valid &= offsets <= 0
-    w = w.masked_fill(~valid, -math.inf)
-    m = w.detach().amax(dim=1).clamp(min=0)  # (T,)
-    g = torch.exp(-m)
-    band = (torch.exp(w - m[:, None]) - g[:, None]).masked_fill(~valid, 0.0)
-    return g, band
-
-
 def _stacked_keys(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """`exp(K − max over tokens) ⊙ V` and `exp(K − max)` side by side, token-major: `[B,S,C]` -> `[S, B·2C]`."""
     e = torch.exp(k - k.detach().amax(dim=1, keepdim=True))  # (B, S, C)
