@@ -18,8 +18,8 @@ from attnbench.cli.errors import InputError
 @click.option(
     "--only",
     multiple=True,
-    help="Mechanisms to keep: NAME or NAME:VARIANT, optionally with [PARAM=VALUE,...] (e.g. 'tpa[R_k=2,R_v=2]'); "
-    "repeatable or comma list.",
+    help="Mechanisms to keep: NAME or NAME:VARIANT, either optionally followed by [PARAM=VALUE,...] to keep only "
+    "the cases with those parameter values (quote it for the shell); repeatable or comma list.",
 )
 @click.option("--impl", "impls", multiple=True, help="Implementations to keep; repeatable or comma list.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an axis or key: T=1024,2048.")
