@@ -176,3 +176,17 @@ def test_full_and_conv_are_unsupported(kwargs, form):
 def test_bf16_on_gpu(B, T, H, d, window, causal, seed):
     """Default tiles and chunking (several chunks at B = 1) on longer sequences, in bf16."""
     _compare(_inputs(B, T, H, d, torch.bfloat16, seed, window=window), causal, window, None, "bf16", seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_local_backward_is_the_same_run_to_run_on_gpu(causal, seed):
+    """The band gradient is summed inside its programs (no atomics), so two backwards from one forward give the
+    same bits: gradients of q, k, v and the learned band, at a window spanning several key tiles."""
+    inputs = [t.requires_grad_() for t in _inputs(2, 4097, 2, 48, torch.bfloat16, seed, window=100)]
+    out = triton_aft_local.local(*inputs, 100, causal)
+    grad_out = torch.randn_like(out)
+    first = torch.autograd.grad(out, inputs, grad_out, retain_graph=True)
+    again = torch.autograd.grad(out, inputs, grad_out)
+    for name, a, b in zip(("dq", "dk", "dv", "dw_band"), first, again, strict=True):
+        assert torch.equal(a, b), name
