@@ -76,7 +76,12 @@ def run(
     selection = {"device": device, "only": split_values(only), "impls": split_values(impls), "overrides": overrides}
     selection.update(devices=devices, executor=executor, address=address)  # where it runs: not in the fingerprint
     hint = resume_hint(suite_path, selection)
+    from attnbench.measure.contention import busy_before_start
     from attnbench.run.runner import stop_signals
+
+    busy = busy_before_start()
+    if busy:
+        console.print(f"[yellow]busy[/yellow]: {busy}", soft_wrap=True)
 
     with stop_signals():  # after a first Ctrl-C, more of them must not swallow the command that finishes the run
         summary = _run(suite, Path(out_dir), resume, force, selection, hint, console)

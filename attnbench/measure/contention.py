@@ -148,6 +148,20 @@ def case_budget_s(base_s: float, load1: float | None = None, cores: int | None =
     return base_s * min(MAX_BUDGET_STRETCH, max(1.0, load1 / cores))
 
 
+def busy_before_start(load1: float | None = None, cores: int | None = None) -> str | None:
+    """One line for the start of a run when the machine is already past the load rule (`LOAD_PER_CORE` per
+    core), or None: the rows will be flagged and the run will take longer, which is better known before it starts
+    than after. `load1` and `cores` default to this machine's, read now."""
+    load1 = load_average() if load1 is None else load1
+    cores = machine_cores() if cores is None else cores
+    if load1 is None or load1 <= LOAD_PER_CORE * cores:
+        return None
+    return (
+        f"the machine is busy before the run starts (load {load1:.1f} on {cores} cores): expect its times to read "
+        "high, its rows flagged noisy and the run to take longer; for numbers to trust, run it on a quiet machine."
+    )
+
+
 def noisy_summary(rows: Iterable[Mapping[str, Any]]) -> str | None:
     """One paragraph for the end of a run when some of its rows were timed on a busy machine, or None.
 

@@ -124,6 +124,26 @@ def test_a_run_under_artificial_load_is_flagged():
     assert measured.fields["contention"]["cores"] == contention.machine_cores()
 
 
+def test_a_run_starting_on_a_busy_machine_says_so_first(tmp_path, monkeypatch):
+    """Past the load rule before the first case, the run says so at its start, not only in its end summary."""
+    from click.testing import CliRunner
+
+    from attnbench.cli import cli
+
+    assert contention.busy_before_start(load1=2.9, cores=2) is None  # 1.45 a core: within the rule
+    line = contention.busy_before_start(load1=3.1, cores=2)
+    assert "load 3.1 on 2 cores" in line and "noisy" in line
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\nmechanisms: [{name: mha}]\nimpls: [reference]\nmodes: fwd\ndtypes: fp32\n"
+        "sweep: {T: 16, H: 2, d: 8, B: 1}\ntiming: {warmup_ms: 1, rep_ms: 2, min_reps: 2, max_reps: 4}\n"
+    )
+    monkeypatch.setattr(contention, "load_average", lambda: 40.0 * contention.machine_cores())
+    done = CliRunner().invoke(cli, ["run", str(suite), "--device", "cpu", "-o", str(tmp_path / "results")])
+    assert done.exit_code == 0, done.output
+    assert done.output.index("busy: the machine is busy before the run starts") < done.output.index("results:")
+
+
 def test_the_rules_are_described_for_meta():
     described = contention.rules()
     assert described["cpu_wait_fraction"] == contention.WAIT_FRACTION and "load1 / cores" in described["budget"]
