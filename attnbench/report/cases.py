@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnbench.report.repro import ReproError, mechanism_label, repro_command
+from attnbench.report.repro import ReproError, mechanism_label, only_label, repro_command
 from attnbench.results.files import ROW_FIELDS, STATUSES
 
 # What the page lists as failures. Out of memory is where a mechanism hits its wall, which the scaling summary
@@ -105,11 +105,9 @@ def is_failure(row: Mapping[str, Any]) -> bool:
 
 def describe(row: Mapping[str, Any]) -> str:
     """A case in one line: "m:variant[k=2] impl fwd core fp32 causal B=2 T=32 H=4 d=16"."""
-    own = ",".join(f"{k}={v}" for k, v in (row.get("params") or {}).items() if k != "variant")
     causal = " causal" if row.get("causal") else ""
     shape = " ".join(f"{axis}={row.get(axis)}" for axis in ("B", "T", "H", "d"))
-    name = mechanism_label(row) + (f"[{own}]" if own else "")
-    return f"{name} {row['impl']} {row['mode']} {row['level']} {row['dtype']}{causal} {shape}"
+    return f"{only_label(row)} {row['impl']} {row['mode']} {row['level']} {row['dtype']}{causal} {shape}"
 
 
 def _key_cells(row: Mapping[str, Any]) -> list[Cell]:

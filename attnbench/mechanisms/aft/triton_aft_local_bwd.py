@@ -252,16 +252,16 @@ def _local_band_grad_kernel(
         tl.store(p_dcb + i_g.to(tl.int64) * T * W + o_a, b_da, mask=m_a & (o_k < T)[None, :])
 
 
-def band_gradient(k, v, rho, ups, saved, window: int, causal: bool, lay: Layout, cband) -> torch.Tensor:
+def band_gradient(k, v, rho, ups, saved, window: int, causal: bool, lay: Layout) -> torch.Tensor:
     """`dcband [T, 2s − 1]`: one program per (row tile, key tile) pair on the band, over batch rows in as few
     groups as fill the GPU (about four programs per multiprocessor); the groups' partial sums are added here."""
     reach = triton.cdiv(window - 1, lay.block_t) + 2 if causal else triton.cdiv(2 * window - 2, lay.block_t) + 2
     per_group = max(1, lay.B * reach * lay.nt // (4 * multiprocessors(k.device, CPU_MULTIPROCESSORS)))
     per_group = min(per_group, lay.B)
     groups = triton.cdiv(lay.B, per_group)
-    # Entries no program stores (keys off the sequence; causal, the future) are 0.
-    dcb = torch.zeros((groups, *cband.shape), dtype=torch.float32, device=k.device)
     T, C, NT, _, S, W = band_sizes(lay, window)
+    # Entries no program stores (keys off the sequence; causal, the future) are 0.
+    dcb = torch.zeros((groups, T, W), dtype=torch.float32, device=k.device)
     _local_band_grad_kernel[(reach, NT, groups)](
         k, v, rho, ups, saved, saved, dcb, lay.B, per_group, T, C, NT, S, W,
         CAUSAL=causal, DOT_PRECISION=dot_precision(k.dtype), SCALE=k.dtype == torch.float16, BLOCK_T=lay.block_t,
@@ -294,4 +294,4 @@ def backward(q, k, v, cband, g, dy, saved, window: int, causal: bool, lay: Layou
     _local_bwd_keys_kernel[lay.grid](
         k, v, dk, dv, rho, ups, cband, g, saved, saved, h, *sizes, SCALE=q.dtype == torch.float16, **meta
     )  # fmt: skip
-    return dq, dk, dv, band_gradient(k, v, rho, ups, saved, window, causal, lay, cband)
+    return dq, dk, dv, band_gradient(k, v, rho, ups, saved, window, causal, lay)
