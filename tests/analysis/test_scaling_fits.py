@@ -17,10 +17,9 @@ from attnbench.analysis.series import check_swept, series_frame, swept_axes
 from attnbench.analysis.summary import summarize
 
 
-def test_fit_recovers_exponent_and_interval_covers_it():
+def test_fit_recovers_exponent_and_interval_covers_it(rng):
     """A quadratic time with a fixed per-call overhead and 5% noise: the overhead model's 95% interval of p covers
     2 about 95% of the time, over every length."""
-    rng = np.random.default_rng()
     xs = np.array(LENGTHS, dtype=float)
     covered, widths = 0, []
     for _ in range(300):

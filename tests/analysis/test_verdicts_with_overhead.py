@@ -33,11 +33,10 @@ def _upper_half_loglog(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize(("overhead_ms", "spread", "least_inconclusive"), [(OVERHEAD_MS, SPREAD, 0), (0.5, 0.15, 10)])
-def test_with_overhead_no_verdict_agrees_with_both_complexities(overhead_ms, spread, least_inconclusive):
+def test_with_overhead_no_verdict_agrees_with_both_complexities(overhead_ms, spread, least_inconclusive, rng):
     """Quadratic time plus an overhead and 10-15% noise: the upper-half log-log interval holds both 1 and 2 in
     many runs; the overhead model's verdict never agrees with one complexity while its interval holds the other.
     With the larger overhead and noise some intervals do hold both, and those runs must say "inconclusive"."""
-    rng = np.random.default_rng()
     xs = np.array(LENGTHS, dtype=float)
     holds_both, verdicts = 0, []
     for _ in range(200):
@@ -66,10 +65,9 @@ def _overhead_run(path: Path, rng: np.random.Generator) -> Path:
     return write_run(path, rows)
 
 
-def test_no_summary_line_agrees_with_both_complexities(tmp_path: Path):
+def test_no_summary_line_agrees_with_both_complexities(tmp_path: Path, rng: np.random.Generator):
     """Every ✓ line of the printed summary has an interval that, widened by the slack, excludes the other
     complexity; every T* line prints an interval."""
-    rng = np.random.default_rng()
     agreed = 0
     for index in range(6):
         runs, frame = load_runs(_overhead_run(tmp_path / f"run{index}", rng))
@@ -91,10 +89,9 @@ def test_no_summary_line_agrees_with_both_complexities(tmp_path: Path):
     assert agreed >= 6  # the check above had lines to read
 
 
-def test_crossover_interval_covers_the_true_length(tmp_path: Path):
+def test_crossover_interval_covers_the_true_length(tmp_path: Path, rng: np.random.Generator):
     """Each row's median is that of its own 30 samples (5% spread) around the truth: the 95% interval of T*
     from resampling them holds the true crossing in most runs, and brackets the point estimate in all."""
-    rng = np.random.default_rng()
     quadratic, linear = 1e-6, 2e-3  # equal at T* = 2000
     covered, runs = 0, 30
     for index in range(runs):
