@@ -2,7 +2,7 @@
 
 Per (batch b, head h) and token t: C_t = Σ_{t'≤t} w², s_t = Σ_c w_t²/max(C_t, 1e-12), Π_t = softmax_h(temp·(s_t +
 d·beta[h,t])), A_t = Σ_{t'≤t} Π w², M_t = Σ_{t'≤t} Π, r_t = 1/(1 + A_t/(M_t + 1e-8)), out_t = -w_t·Π_t·r_t.
-A scan is three steps: a kernel writes each tile's sum, `_carry_scan_kernel` turns those (a
+A scan is three steps: a kernel writes each tile's sum, `scan_carries` (triton_tssa_carries.py) turns those (a
 `[B, T/BLOCK_T, H, d]` array, 1/BLOCK_T of `w` in fp32) in place into each tile's carry, and the next kernel adds
 the carry to its own in-tile `tl.cumsum`. Every step is a Triton launch: no torch operation runs between them.
 Forward passes: (1) tile sums of w², (2) Π (needs C, so all heads of a token) and tile sums of Πw², Π, (3) the
@@ -20,6 +20,7 @@ import triton.language as tl
 
 from attnbench.mechanisms.triton_common import head_blocks, scratch
 from attnbench.mechanisms.tssa.reference import MASS_EPS, PREFIX_EPS
+from attnbench.mechanisms.tssa.triton_tssa_carries import scan_carries
 
 # The non-causal tile: each tile is also a scan chunk whose carries (2D + H fp32 numbers) are written, scanned and
 # read back, 4/(s·BLOCK_T) of a pass over w (6% at d = 128 bf16). A tile of 8192 elements halved that share but
@@ -29,9 +30,6 @@ TILE_ELEMENTS = 4096
 # streaming passes hold a tile or two; the memberships pass and the backward's streaming passes keep several
 # `[BLOCK_T, BLOCK_D]` fp32 temporaries (in-tile prefix and suffix sums) live at once, the logit gradient the most.
 PER_THREAD = {"stream": 32, "memberships": 16, "backward": 16, "logit_grad": 8}
-# Tiles by features one program of the carry scan holds: a 128-byte line of fp32 carries per tile row, and 64 tiles
-# a step so that a long sequence (2048 tiles at T = 128K) takes 32 dependent steps.
-SCAN_BLOCK = (64, 32)
 # The clamps of the passes that take both.
 EPS = {"PREFIX_EPS": PREFIX_EPS, "MASS_EPS": MASS_EPS}
 
@@ -52,10 +50,17 @@ def _tile_sumsq_kernel(p_w, p_cw2, T, H, D, d, N_TILES, BLOCK_T: tl.constexpr, B
 
 
 @triton.jit
+def _prefix_sum(b_w2, p_carry_w2, o_c, m_c):
+    """C_t `[BLOCK_T, BLOCK_D]`: the carry of earlier tiles + the in-tile prefix sum of w² (exactly w_0² at the
+    first token)."""
+    return tl.load(p_carry_w2 + o_c, mask=m_c, other=0.0)[None, :] + tl.cumsum(b_w2, axis=0)
+
+
+@triton.jit
 def _prefix_den(b_w2, p_carry_w2, o_c, m_c, PREFIX_EPS: tl.constexpr):
-    """den_t = max(C_t, eps) `[BLOCK_T, BLOCK_D]`, C_t = the carry of earlier tiles + the in-tile prefix sum of w²,
-    and whether the clamp is inactive (the gradient flows to C only there)."""
-    b_c = tl.load(p_carry_w2 + o_c, mask=m_c, other=0.0)[None, :] + tl.cumsum(b_w2, axis=0)
+    """den_t = max(C_t, eps) `[BLOCK_T, BLOCK_D]` and whether the clamp is inactive (the gradient flows to C only
+    there)."""
+    b_c = _prefix_sum(b_w2, p_carry_w2, o_c, m_c)
     return tl.maximum(b_c, PREFIX_EPS), b_c > PREFIX_EPS
 
 
@@ -216,11 +221,31 @@ def _logit_grad_kernel(
 
 
 @triton.jit
+def _next_dc(p_w, p_ds, o_row, o_t, b_c, i_h, o_col, m_c, t_end, T, H, D, PREFIX_EPS: tl.constexpr):
+    """∂C_{t+1} = -∂s_{t+1}·w_{t+1}²/den_{t+1}² beside each token t, `[BLOCK_T, BLOCK_D]` (0 for the tile's last
+    token, whose successors are in the carry): its reverse prefix sum is the suffix sum strictly after t, taken
+    without subtracting ∂C_t. The shifted rows are the tile's own but one, so they come from cache."""
+    m_next = (o_t + 1 < t_end) & (o_t + 1 < T)
+    o_next = o_row + 1
+    b_w = tl.load(p_w + o_next[:, None] * D + o_col[None, :], mask=m_next[:, None] & m_c[None, :], other=0.0)
+    b_w2 = b_w.to(tl.float32) * b_w.to(tl.float32)
+    b_ds = tl.load(p_ds + o_next * H + i_h, mask=m_next, other=0.0)
+    b_c_next = b_c + b_w2
+    b_den = tl.maximum(b_c_next, PREFIX_EPS)
+    return tl.where((b_c_next > PREFIX_EPS) & m_next[:, None], -b_ds[:, None] * b_w2 / (b_den * b_den), 0.0)
+
+
+@triton.jit
 def _dw_kernel(
     p_w, p_g, p_pi, p_ds, p_carry_w2, p_carry_a, p_carry_m, p_carry_da, p_carry_dc, p_dw, T, H, D, d, N_TILES,
     PREFIX_EPS: tl.constexpr, MASS_EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """Backward pass 3: dw = -g·Π·r + 2w·(Π·Ā + ∂s/den + C̄), Ā and C̄ the suffix sums of ∂A and ∂C."""
+    """Backward pass 3: dw = -g·Π·r + 2w·(Π·Ā + ∂s/den + C̄), Ā and C̄ the suffix sums of ∂A and ∂C.
+
+    Token t's own share of `∂s/den + C̄`, `∂s_t/den_t + ∂C_t = ∂s_t·C_{t-1}/den_t²`, is formed in that form, and the
+    rest of C̄ is the suffix sum strictly after t: `∂s_t/den_t` and `∂C_t` are of size `∂s_t/w_t²` at an early
+    token whose prefix is one small `w_t` (exactly cancelling at the first token), and summed apart they leave
+    fp32's rounding of that size in dw (README.md, "Numerical notes")."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     o_t = i_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -236,64 +261,15 @@ def _dw_kernel(
     b_ds = tl.load(p_ds + o_row * H + i_h, mask=m_t, other=0.0)
     b_w2, b_r, b_da, _ = _prefix_grads(b_w, b_g, b_pi, p_carry_a + o_tile * d, p_carry_m + o_tile, o_c, m_c, MASS_EPS)
     b_da_sum = tl.load(p_carry_da + o_tile * d + o_c, mask=m_c, other=0.0)[None, :] + _suffix(b_da)
-    b_den, m_live = _prefix_den(b_w2, p_carry_w2 + o_tile * d, o_c, m_c, PREFIX_EPS)
-    b_dc = tl.where(m_live, -b_ds[:, None] * b_w2 / (b_den * b_den), 0.0)
-    b_dc_sum = tl.load(p_carry_dc + o_tile * d + o_c, mask=m_c, other=0.0)[None, :] + _suffix(b_dc)
-    b_scale = b_pi[:, None] * b_da_sum + b_ds[:, None] / b_den + b_dc_sum
+    b_c = _prefix_sum(b_w2, p_carry_w2 + o_tile * d, o_c, m_c)
+    b_den = tl.maximum(b_c, PREFIX_EPS)
+    b_own = tl.where(b_c > PREFIX_EPS, b_ds[:, None] * (b_c - b_w2) / (b_den * b_den), b_ds[:, None] / b_den)
+    t_end = i_t * BLOCK_T + BLOCK_T
+    b_dc_next = _next_dc(p_w, p_ds, o_row, o_t, b_c, i_h, i_h * d + o_c, m_c, t_end, T, H, D, PREFIX_EPS)
+    b_dc_after = tl.load(p_carry_dc + o_tile * d + o_c, mask=m_c, other=0.0)[None, :] + _suffix(b_dc_next)
+    b_scale = b_pi[:, None] * b_da_sum + b_own + b_dc_after
     b_dw = -b_g * b_pi[:, None] * b_r + 2.0 * b_w * b_scale
     tl.store(p_dw + o_wd, b_dw.to(p_dw.dtype.element_ty), mask=m_tc)
-
-
-@triton.jit
-def _carry_scan_kernel(
-    p_x, p_y, N_TILES, FX, FY, REVERSE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr
-):  # fmt: skip
-    """Tile sums to tile carries, in place, along the tiles of `x [B, n_tiles, FX]` and `y [B, n_tiles, FY]` (two
-    arrays, one launch): each tile's entry becomes the sum over every earlier tile (every later one if REVERSE).
-    A program owns BLOCK_F features of one batch row and walks its tiles BLOCK_N at a time. The carry is exclusive
-    by loading the block shifted one tile and scanning that, not by `cumsum - x`, so that one large tile cannot
-    swamp the small sum before it."""
-    i_f, i_b = tl.program_id(0), tl.program_id(1)
-    o_f = i_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    m_x, m_y = o_f < FX, (o_f >= FX) & (o_f < FX + FY)
-    o_y = tl.where(m_y, o_f - FX, 0)
-    b_run = tl.zeros([BLOCK_F], dtype=tl.float32)
-    n_blocks = tl.cdiv(N_TILES, BLOCK_N)
-    for i in range(n_blocks):
-        i_block = n_blocks - 1 - i if REVERSE else i
-        o_n = i_block * BLOCK_N + tl.arange(0, BLOCK_N)
-        # The neighbour whose sum the carry adds next; one outside this block is in b_run already (and was
-        # overwritten by its own carry).
-        o_src = o_n + 1 if REVERSE else o_n - 1
-        m_src = (o_src >= i_block * BLOCK_N) & (o_src < tl.minimum(N_TILES, (i_block + 1) * BLOCK_N))
-        b_src = _load_pair(p_x, p_y, i_b * N_TILES + o_src, FX, FY, o_f, o_y, m_src, m_x, m_y)
-        b_carry = b_run[None, :] + tl.cumsum(b_src, axis=0, reverse=REVERSE)
-        b_own = _load_pair(p_x, p_y, i_b * N_TILES + o_n, FX, FY, o_f, o_y, o_n < N_TILES, m_x, m_y)
-        b_run += tl.sum(b_own, axis=0)
-        m_n = (o_n < N_TILES)[:, None]
-        o_row = (i_b * N_TILES + o_n).to(tl.int64)[:, None]
-        tl.store(p_x + o_row * FX + o_f[None, :], b_carry, mask=m_n & m_x[None, :])
-        tl.store(p_y + o_row * FY + o_y[None, :], b_carry, mask=m_n & m_y[None, :])
-
-
-@triton.jit
-def _load_pair(p_x, p_y, o_tile, FX, FY, o_f, o_y, m_n, m_x, m_y):
-    """Rows `o_tile` `[BLOCK_N]` of x or y (whichever owns the feature) as one `[BLOCK_N, BLOCK_F]` block."""
-    o_row = o_tile.to(tl.int64)[:, None]
-    b_x = tl.load(p_x + o_row * FX + o_f[None, :], mask=m_n[:, None] & m_x[None, :], other=0.0)
-    return b_x + tl.load(p_y + o_row * FY + o_y[None, :], mask=m_n[:, None] & m_y[None, :], other=0.0)
-
-
-def _scan_carries(x: torch.Tensor, y: torch.Tensor | None = None, reverse: bool = False) -> None:
-    """Turn the tile sums in `x [B, n_tiles, ...]` (and `y`, laid out the same) into tile carries, in place."""
-    B, n_tiles = x.shape[:2]
-    features_x = x.numel() // (B * n_tiles)
-    features_y = 0 if y is None else y.numel() // (B * n_tiles)
-    block_n, block_f = SCAN_BLOCK
-    grid = (triton.cdiv(features_x + features_y, block_f), B)
-    _carry_scan_kernel[grid](
-        x, x if y is None else y, n_tiles, features_x, features_y, reverse, BLOCK_N=block_n, BLOCK_F=block_f
-    )
 
 
 def _launch_sizes(w: torch.Tensor, block_t: int | None):
@@ -323,12 +299,12 @@ def _forward(w: torch.Tensor, temp: torch.Tensor, beta: torch.Tensor, block_t: i
     carry_w2, carry_a = (scratch((B, n_tiles, H, d), torch.float32, w.device) for _ in range(2))
     carry_m, pi = scratch((B, n_tiles, H), torch.float32, w.device), scratch((B, T, H), torch.float32, w.device)
     _tile_sumsq_kernel[(n_tiles, B * H)](w, carry_w2, *dims, **stream)
-    _scan_carries(carry_w2)
+    scan_carries(carry_w2)
     t_max = beta.shape[1]
     _memberships_kernel[(n_tiles, B)](
         w, temp, beta, carry_w2, pi, carry_a, carry_m, *dims, t_max, PREFIX_EPS=PREFIX_EPS, **members
     )
-    _scan_carries(carry_a, carry_m)
+    scan_carries(carry_a, carry_m)
     out = scratch((B, T, H, d), w.dtype, w.device)
     _output_kernel[(n_tiles, B * H)](w, pi, carry_a, carry_m, out, *dims, MASS_EPS=MASS_EPS, **stream)
     return out, (pi, carry_w2, carry_a, carry_m)
@@ -345,7 +321,7 @@ def _backward(g, w, temp, beta, pi, carry_w2, carry_a, carry_m, block_t: int | N
     _tile_gradsum_kernel[(n_tiles, B * H)](
         w, g, pi, carry_a, carry_m, carry_da, carry_dz, *dims, MASS_EPS=MASS_EPS, **stream
     )
-    _scan_carries(carry_da, carry_dz, reverse=True)
+    scan_carries(carry_da, carry_dz, reverse=True)
     t_max = beta.shape[1]
     dtemp = torch.zeros(H, dtype=torch.float32, device=w.device)
     dbeta = torch.zeros(H, t_max, dtype=torch.float32, device=w.device)
@@ -353,7 +329,7 @@ def _backward(g, w, temp, beta, pi, carry_w2, carry_a, carry_m, block_t: int | N
     _logit_grad_kernel[(n_tiles, B)](
         w, g, temp, beta, pi, *carries, carry_dz, ds, dtemp, dbeta, carry_dc, *dims, t_max, **EPS, **logit
     )
-    _scan_carries(carry_dc, reverse=True)
+    scan_carries(carry_dc, reverse=True)
     dw = scratch((B, T, H, d), w.dtype, w.device)
     _dw_kernel[(n_tiles, B * H)](w, g, pi, ds, *carries, carry_dc, dw, *dims, **EPS, **stream)
     return dw, dtemp.to(temp.dtype), dbeta.to(beta.dtype)

@@ -22,7 +22,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 from triton.runtime.jit import KernelInterface  # noqa: E402
 
 from attnbench.mechanisms import triton_common  # noqa: E402
-from attnbench.mechanisms.tssa import reference, triton_tssa_causal  # noqa: E402
+from attnbench.mechanisms.tssa import reference, triton_tssa_carries, triton_tssa_causal  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Allocations are not launches of work: a buffer the kernels fill (`empty`), or an fp32 atomic accumulator
@@ -40,15 +40,15 @@ def _exclusive(x: torch.Tensor, reverse: bool) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["prefix", "suffix"])
-@pytest.mark.parametrize("scan_block", [(2, 4), (4, 16), triton_tssa_causal.SCAN_BLOCK])
+@pytest.mark.parametrize("scan_block", [(2, 4), (4, 16), triton_tssa_carries.SCAN_BLOCK])
 @pytest.mark.parametrize("n_tiles", [1, 7])
 def test_carry_scan_matches_cumsum(monkeypatch, reverse, scan_block, n_tiles, seed):
-    monkeypatch.setattr(triton_tssa_causal, "SCAN_BLOCK", scan_block)
+    monkeypatch.setattr(triton_tssa_carries, "SCAN_BLOCK", scan_block)
     generator = torch.Generator().manual_seed(seed)
     sums = torch.randn(2, n_tiles, 3, 5, generator=generator).abs() * 10.0 ** torch.randint(-3, 4, (2, n_tiles, 3, 1))
     mass = torch.randn(2, n_tiles, 3, generator=generator)
     x, y = sums.clone().to(DEVICE), mass.clone().to(DEVICE)
-    triton_tssa_causal._scan_carries(x, y, reverse=reverse)
+    triton_tssa_carries.scan_carries(x, y, reverse=reverse)
     torch.testing.assert_close(x.double().cpu(), _exclusive(sums, reverse), rtol=1e-6, atol=0)
     torch.testing.assert_close(y.double().cpu(), _exclusive(mass, reverse), rtol=1e-6, atol=1e-6)
 
@@ -57,7 +57,7 @@ def test_carry_scan_of_one_array_leaves_nothing_else(seed):
     generator = torch.Generator().manual_seed(seed)
     sums = torch.randn(3, 9, 11, generator=generator)
     x = sums.clone().to(DEVICE)
-    triton_tssa_causal._scan_carries(x, reverse=True)
+    triton_tssa_carries.scan_carries(x, reverse=True)
     torch.testing.assert_close(x.double().cpu(), _exclusive(sums, True), rtol=1e-6, atol=1e-6)
 
 
@@ -65,7 +65,7 @@ def test_carry_scan_of_one_array_leaves_nothing_else(seed):
 def test_causal_spans_several_scan_blocks(monkeypatch, scan_block, seed):
     """A whole causal forward and backward whose carries cross scan blocks of tiles and of features."""
     monkeypatch.setattr(triton_common, "POISON", True)
-    monkeypatch.setattr(triton_tssa_causal, "SCAN_BLOCK", scan_block)
+    monkeypatch.setattr(triton_tssa_carries, "SCAN_BLOCK", scan_block)
     generator = torch.Generator().manual_seed(seed)
     B, T, H, d = 2, 45, 3, 10
     w = torch.randn(B, T, H, d, generator=generator).to(DEVICE).requires_grad_()

@@ -84,6 +84,27 @@ def test_causal_matches_reference(kwargs, block_t, dtype, seed):
     _compare({**kwargs, "causal": True}, dtype, block_t, seed)
 
 
+def test_causal_first_token_with_small_values_keeps_fp32_accuracy(seed):
+    """At the first token ŵ² = w²/w² whatever w is, so nothing flows back through its prefix sum; summed as
+    `∂s/den` plus the suffix sum of `∂C`, two terms of size `∂s/w²` cancel and leave fp32's rounding of them,
+    which grows as w shrinks. First tokens 1000 times smaller than the rest (the rest at least 0.5 in size, so
+    that no legitimately huge gradient of a near-zero later token sets the scale), six batch rows: dw there within
+    1e-5 of dw's RMS (2e-7 to 1e-6 over 13 seeds; summed apart as the fp32 reference sums it, 3e-5 to 2e-4)."""
+    problem = MECH.problem(B=6, T=21, H=3, d=12, causal=True)
+    tensors = numerics.make_inputs(MECH, problem, "fp32", DEVICE, seed, requires_grad=False)
+    w = tensors["w"].sign() * (0.5 + tensors["w"].abs())
+    w[:, 0] *= 1e-3
+    w.requires_grad_()
+    exact = w.detach().double().requires_grad_()
+    out = triton_tssa_causal.tssa_causal(w, tensors["temp"], tensors["beta"], block_t=8)
+    grad_out = numerics.output_grad(out, seed)
+    (dw,) = torch.autograd.grad(out, [w], grad_out)
+    expected = reference.tssa(exact, tensors["temp"].double(), tensors["beta"].double(), causal=True)
+    (truth,) = torch.autograd.grad(expected, [exact], grad_out.double())
+    first = numerics.rms((dw.double() - truth)[:, 0]) / numerics.rms(truth)
+    assert first < 1e-5, f"dw at the first token: RMS error {first:.2e} of dw's RMS"
+
+
 def test_reduction_programs_loop_over_several_tiles(monkeypatch, seed):
     """With few target programs each reduction program sums several tiles, the last ones past T."""
     monkeypatch.setattr(triton_tssa, "TARGET_PROGRAMS", 12)
