@@ -57,8 +57,11 @@ def _compare(inputs, tokens_per_chunk, dtype_name, seed):
     for name, g, w in zip(("out", "dq", "dk", "dv", "dtau"), got, want, strict=True):
         assert g.dtype == inputs[0].dtype and g.shape == w.shape, name
         if T == 1 and name in ("dq", "dk"):
-            # One token: q̂ = sign(q) is locally constant, so the exact gradient is 0 and only roundoff remains.
-            assert g.abs().max().item() < 100 * torch.finfo(g.dtype).eps, name
+            # One token: q̂ = sign(q) is locally constant, so the exact gradient is 0 and only roundoff remains,
+            # of the two cancelling terms of size |∂L/∂q̂|/|q|: scaled by |q| (by |k| for dk) it is a few eps
+            # (at most 2 over 40 seeds, unscaled up to 622 where an element of q is near 0).
+            x = inputs[0] if name == "dq" else inputs[1]
+            assert (g.abs().float() * x.abs().float()).max().item() < 100 * torch.finfo(g.dtype).eps, name
             continue
         rel, _ = numerics.errors(g, w)
         assert rel <= TOLERANCE[dtype_name], f"{name}: relative error {rel:.2e} in {dtype_name}"
