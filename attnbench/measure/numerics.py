@@ -51,7 +51,7 @@ ERROR_FLOOR = {"fp64": 1e-12, "fp32": 1e-5, "tf32": 1e-3, "bf16": 2e-3, "fp16": 
 # Per dtype, the floor of the allowed component of the error along the truth (a scale error): an eighth of the
 # unit roundoff for bf16/fp16/tf32, so that a 1% scale error fails in every dtype.
 SCALE_FLOOR = {"fp64": 1e-12, "fp32": 2.5e-6, "tf32": 1.2e-4, "bf16": 5e-4, "fp16": 6e-5}
-# Standard deviations of the scale component that random errors produce (RMS relative error / sqrt(elements)).
+# Standard deviations of the scale component that random errors produce (`scale_spread`).
 SCALE_NOISE = 4.0
 # A true tensor that is zero, or nearly (the query weights' gradient when every query sees one key: its terms
 # cancel exactly), takes its floor from this share of the largest RMS among the tensors compared: rounding
@@ -182,6 +182,17 @@ def scale_error(error: torch.Tensor, truth: torch.Tensor) -> float:
     return (error * truth).sum().item() / norm if norm > 0 else 0.0
 
 
+def scale_spread(error: torch.Tensor, truth: torch.Tensor) -> float:
+    """The standard deviation that independent per-element errors of the sizes seen give `scale_error`,
+    `sqrt(Σ e²t²) / Σ t²` (the heteroscedasticity-robust error of a regression through the origin). Each element
+    counts by its own truth: where a few large true elements hold most of the tensor's energy (a first token's
+    gradient), their rounding errors are a few samples, not `numel` of them, and `rms(e) / (rms(t)·√numel)`
+    would understate the spread. For errors of even size it equals that."""
+    error, truth = error.detach().double(), truth.detach().double()
+    norm = truth.square().sum().item()
+    return (error * truth).square().sum().sqrt().item() / norm if norm > 0 else 0.0
+
+
 def rms(x: torch.Tensor) -> float:
     """Root mean square of `x` in float64 (0 for an empty tensor)."""
     return x.detach().double().square().mean().sqrt().item() if x.numel() else 0.0
@@ -206,7 +217,7 @@ def judge(
     worst = int(ratios.argmax())
     block_score = ratios[worst].item()
     scale, own_scale = scale_error(error, truth), scale_error(own, truth)
-    noise = SCALE_NOISE * rms(error) / max(truth_rms, 1e-300) / math.sqrt(error.numel())
+    noise = SCALE_NOISE * scale_spread(error, truth)
     scale_allowed = ERROR_RATIO * abs(own_scale) + SCALE_FLOOR[dtype] + noise
     scale_score = abs(scale) / scale_allowed
     if block_score >= scale_score:

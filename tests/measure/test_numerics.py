@@ -188,3 +188,22 @@ def test_errors_are_relative_l2_and_max_abs():
     expected = torch.tensor([3.0, 4.0], dtype=torch.float64)
     rel, abs_err = numerics.errors(torch.tensor([3.0, 4.5]), expected)
     assert math.isclose(rel, 0.1) and math.isclose(abs_err, 0.5)
+
+
+def test_the_scale_spread_counts_a_few_large_true_elements_as_few_samples(rng):
+    """Relative rounding errors on a truth whose energy sits in a few elements (a first token's gradient ten
+    times the rest): `scale_spread` matches the spread of the scale component over 2000 draws, where the
+    per-element formula `rms(e)/(rms(t)·√n)` understates it several times. For errors that do not grow with the
+    truth, the two agree."""
+    n, draws = 4096, 2000
+    for concentrated in (True, False):
+        truth = torch.from_numpy(rng.normal(size=n))
+        noise = torch.from_numpy(rng.normal(scale=3e-4, size=(draws, n)))
+        if concentrated:
+            truth[:8] *= 10.0
+        errors = noise * truth if concentrated else noise
+        spread = (errors @ truth / truth.square().sum()).std().item()
+        robust = math.sqrt(sum(numerics.scale_spread(e, truth) ** 2 for e in errors[:200]) / 200)
+        even = numerics.rms(errors[0]) / numerics.rms(truth) / math.sqrt(n)
+        assert robust == pytest.approx(spread, rel=0.15), (concentrated, robust, spread)
+        assert (even < spread / 3) if concentrated else even == pytest.approx(spread, rel=0.15), (even, spread)
